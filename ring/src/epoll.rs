@@ -1,0 +1,415 @@
+//! The readiness backend (mio: epoll on Linux, kqueue on macOS, IOCP on Windows): the same
+//! contract as the io_uring backend, done with non-blocking syscalls when the OS says a socket
+//! is ready. Reads happen lazily in `next_event`, one buffer at a time, so a connection that
+//! floods us takes turns with the others instead of starving them.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Poll, Token};
+
+use crate::sendq::SendQueue;
+use crate::slab::Slab;
+use crate::{
+    CloseReason, ConnId, DriverConfig, Event, IoCounters, ListenerId, RecvBuf, Waker,
+};
+
+const WAKER_TOKEN: Token = Token(usize::MAX);
+/// Listener tokens live above every possible connection index.
+const LISTENER_TAG: usize = 1 << 31;
+
+fn conn_token(id: ConnId) -> Token {
+    Token(((id.generation as usize) << 32) | id.index as usize)
+}
+
+fn token_conn(token: Token) -> ConnId {
+    ConnId {
+        index: (token.0 & 0xffff_ffff) as u32,
+        generation: (token.0 >> 32) as u32,
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum State {
+    Open,
+    /// `close_after_flush`: no more reads; closes once the queue is empty.
+    Draining,
+}
+
+struct Conn {
+    stream: TcpStream,
+    sendq: SendQueue,
+    state: State,
+    /// The last write did not hit `WouldBlock` (or a writable edge came since).
+    writable: bool,
+    queued_for_flush: bool,
+    queued_for_read: bool,
+}
+
+pub(crate) struct EpollDriver {
+    poll: Poll,
+    events: mio::Events,
+    waker: Waker,
+    listeners: Vec<Option<TcpListener>>,
+    conns: Slab<Conn>,
+    /// Events ready for `next_event`.
+    ready: VecDeque<Event>,
+    /// Connections with unread data.
+    readable: VecDeque<ConnId>,
+    /// Connections with queued sends.
+    to_flush: Vec<ConnId>,
+    buffers: Vec<Box<[u8]>>,
+    free_buffers: Vec<u16>,
+    buffer_size: usize,
+    max_iovecs: usize,
+    counters: IoCounters,
+}
+
+impl EpollDriver {
+    pub(crate) fn new(config: &DriverConfig) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Waker::from_mio(mio::Waker::new(poll.registry(), WAKER_TOKEN)?);
+        Ok(EpollDriver {
+            poll,
+            events: mio::Events::with_capacity(1024),
+            waker,
+            listeners: Vec::new(),
+            conns: Slab::new(),
+            ready: VecDeque::new(),
+            readable: VecDeque::new(),
+            to_flush: Vec::new(),
+            buffers: Vec::new(),
+            free_buffers: Vec::new(),
+            buffer_size: config.recv_buffer_size.max(512),
+            max_iovecs: config.max_iovecs.clamp(1, 1024),
+            counters: IoCounters::default(),
+        })
+    }
+
+    pub(crate) fn listen(&mut self, listener: std::net::TcpListener) -> io::Result<ListenerId> {
+        let mut listener = TcpListener::from_std(listener);
+        let id = self.listeners.len();
+        self.poll
+            .registry()
+            .register(&mut listener, Token(LISTENER_TAG | id), Interest::READABLE)?;
+        self.listeners.push(Some(listener));
+        Ok(ListenerId(id as u32))
+    }
+
+    pub(crate) fn local_addr(&self, listener: ListenerId) -> io::Result<SocketAddr> {
+        match self.listeners.get(listener.0 as usize) {
+            Some(Some(l)) => l.local_addr(),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such listener")),
+        }
+    }
+
+    pub(crate) fn stop_listening(&mut self) {
+        for slot in &mut self.listeners {
+            if let Some(mut listener) = slot.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
+        }
+    }
+
+    pub(crate) fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    fn queue_flush(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && !c.queued_for_flush
+        {
+            c.queued_for_flush = true;
+            self.to_flush.push(conn);
+        }
+    }
+
+    pub(crate) fn send(&mut self, conn: ConnId, data: Bytes) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.state == State::Open
+        {
+            c.sendq.push(data);
+            self.queue_flush(conn);
+        }
+    }
+
+    pub(crate) fn send_copy(&mut self, conn: ConnId, data: &[u8]) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.state == State::Open
+        {
+            c.sendq.push_copy(data);
+            self.queue_flush(conn);
+        }
+    }
+
+    pub(crate) fn pending_bytes(&self, conn: ConnId) -> usize {
+        self.conns.get(conn).map_or(0, |c| c.sendq.len())
+    }
+
+    pub(crate) fn close(&mut self, conn: ConnId) {
+        self.finish(conn, CloseReason::Local);
+    }
+
+    pub(crate) fn close_after_flush(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if c.sendq.is_empty() {
+            self.finish(conn, CloseReason::Local);
+        } else {
+            c.state = State::Draining;
+            self.queue_flush(conn);
+        }
+    }
+
+    /// Drops the connection (closing its socket) and reports it.
+    fn finish(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(mut c) = self.conns.remove(conn) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.ready.push_back(Event::Closed { conn, reason });
+        }
+    }
+
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.flush();
+        let timeout = if self.ready.is_empty() && self.readable.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        self.counters.waits += 1;
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let tokens: Vec<(Token, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                let readable = e.is_readable() || e.is_read_closed() || e.is_error();
+                (e.token(), readable, e.is_writable() || e.is_write_closed())
+            })
+            .collect();
+        for (token, readable, writable) in tokens {
+            if token == WAKER_TOKEN {
+                self.waker.reset();
+                self.ready.push_back(Event::Woken);
+            } else if token.0 & LISTENER_TAG != 0 && token.0 >> 32 == 0 {
+                self.accept_all(token.0 & !LISTENER_TAG);
+            } else {
+                let conn = token_conn(token);
+                let Some(c) = self.conns.get_mut(conn) else {
+                    continue;
+                };
+                if readable && !c.queued_for_read {
+                    c.queued_for_read = true;
+                    self.readable.push_back(conn);
+                }
+                if writable {
+                    c.writable = true;
+                    if !c.sendq.is_empty() {
+                        self.queue_flush(conn);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Edge-triggered: accept until the kernel's queue is empty, or the edge is lost.
+    fn accept_all(&mut self, index: usize) {
+        loop {
+            let Some(Some(listener)) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = self.conns.insert(Conn {
+                        stream,
+                        sendq: SendQueue::default(),
+                        state: State::Open,
+                        writable: true,
+                        queued_for_flush: false,
+                        queued_for_read: false,
+                    });
+                    let c = self.conns.get_mut(conn).expect("just inserted");
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut c.stream, conn_token(conn), interest)
+                    {
+                        tracing::warn!(error = %e, %peer, "registering an accepted socket failed");
+                        self.conns.remove(conn);
+                        continue;
+                    }
+                    self.counters.accepted += 1;
+                    self.ready.push_back(Event::Accepted {
+                        listener: ListenerId(index as u32),
+                        conn,
+                        peer,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: the pending connection stays queued; the next edge
+                    // (or the next connection) retries. Log once per burst.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut batch = std::mem::take(&mut self.to_flush);
+        for conn in batch.drain(..) {
+            self.flush_one(conn);
+        }
+        // Keep the allocation for next time.
+        if self.to_flush.is_empty() {
+            self.to_flush = batch;
+        }
+    }
+
+    fn flush_one(&mut self, conn: ConnId) {
+        let max_iovecs = self.max_iovecs;
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.queued_for_flush = false;
+        let mut outcome = Ok(());
+        while c.writable && !c.sendq.is_empty() {
+            let mut slices = Vec::with_capacity(max_iovecs.min(64));
+            c.sendq.front_slices(max_iovecs, &mut slices);
+            self.counters.write_syscalls += 1;
+            self.counters.writes += 1;
+            let result = c.stream.write_vectored(&slices);
+            drop(slices);
+            match result {
+                Ok(0) => {
+                    outcome = Err(io::ErrorKind::WriteZero);
+                    break;
+                }
+                Ok(n) => {
+                    self.counters.bytes_sent += n as u64;
+                    c.sendq.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    outcome = Err(e.kind());
+                    break;
+                }
+            }
+        }
+        let drained = c.sendq.is_empty();
+        let draining = c.state == State::Draining;
+        match outcome {
+            Err(kind) => self.finish(conn, CloseReason::Error(kind)),
+            Ok(()) if drained && draining => self.finish(conn, CloseReason::Local),
+            Ok(()) if drained => self.ready.push_back(Event::Drained { conn }),
+            Ok(()) => {}
+        }
+    }
+
+    pub(crate) fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                match &event {
+                    Event::Drained { conn } if self.conns.get(*conn).is_none() => continue,
+                    _ => return Some(event),
+                }
+            }
+            let conn = *self.readable.front()?;
+            if let Some(event) = self.read_one(conn) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// One read from the connection at the front of the readable queue.
+    fn read_one(&mut self, conn: ConnId) -> Option<Event> {
+        let Some(c) = self.conns.get_mut(conn) else {
+            self.readable.pop_front();
+            return None;
+        };
+        if c.state != State::Open {
+            c.queued_for_read = false;
+            self.readable.pop_front();
+            return None;
+        }
+        let id = match self.free_buffers.pop() {
+            Some(id) => id,
+            None => {
+                self.buffers.push(vec![0; self.buffer_size].into_boxed_slice());
+                (self.buffers.len() - 1) as u16
+            }
+        };
+        let buffer = &mut self.buffers[id as usize];
+        match c.stream.read(buffer) {
+            Ok(0) => {
+                self.free_buffers.push(id);
+                self.readable.pop_front();
+                self.finish(conn, CloseReason::PeerClosed);
+                None
+            }
+            Ok(n) => {
+                self.counters.bytes_received += n as u64;
+                self.readable.pop_front();
+                if n == buffer.len() {
+                    // Maybe more: take another turn after the others.
+                    self.readable.push_back(conn);
+                } else {
+                    // A short read took everything the socket had; new data raises a new edge.
+                    c.queued_for_read = false;
+                }
+                Some(Event::Received {
+                    conn,
+                    buf: RecvBuf {
+                        id,
+                        len: n as u32,
+                    },
+                })
+            }
+            Err(e) => {
+                self.free_buffers.push(id);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        c.queued_for_read = false;
+                        self.readable.pop_front();
+                    }
+                    io::ErrorKind::Interrupted => {}
+                    kind => {
+                        self.readable.pop_front();
+                        self.finish(conn, CloseReason::Error(kind));
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    pub(crate) fn recv_data(&self, buf: &RecvBuf) -> &[u8] {
+        &self.buffers[buf.id as usize][..buf.len as usize]
+    }
+
+    pub(crate) fn release(&mut self, buf: RecvBuf) {
+        self.free_buffers.push(buf.id);
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub(crate) fn counters(&self) -> IoCounters {
+        self.counters
+    }
+}

@@ -1,0 +1,330 @@
+//! Driver tests, run on every backend this machine has: real sockets on loopback, real
+//! clients on their own threads.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+
+fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::Epoll];
+    match uring_support() {
+        Ok(()) => all.push(Backend::Uring),
+        Err(why) => eprintln!("skipping io_uring: {why}"),
+    }
+    all
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    waker: Waker,
+    thread: Option<JoinHandle<Vec<String>>>,
+}
+
+impl Server {
+    /// Runs a driver on its own thread, calling `handle` for every event; returns a log of
+    /// the event names when stopped.
+    fn spawn(
+        backend: Backend,
+        mut handle: impl FnMut(&mut Driver, &Event) + Send + 'static,
+    ) -> Server {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let stop_flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let config = DriverConfig {
+                recv_buffers: 16,
+                recv_buffer_size: 4096,
+                ..DriverConfig::default()
+            };
+            let mut driver = Driver::new(backend, &config).expect("driver");
+            let listener = driver.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+            tx.send((driver.local_addr(listener).unwrap(), driver.waker()))
+                .unwrap();
+            let mut log = Vec::new();
+            while !stop_flag.load(Ordering::SeqCst) {
+                driver.wait(Some(Duration::from_millis(20))).unwrap();
+                while let Some(event) = driver.next_event() {
+                    log.push(
+                        format!("{event:?}")
+                            .split([' ', '{'])
+                            .next()
+                            .unwrap()
+                            .to_string(),
+                    );
+                    handle(&mut driver, &event);
+                    if let Event::Received { buf, .. } = event {
+                        driver.release(buf);
+                    }
+                }
+            }
+            log
+        });
+        let (addr, waker) = rx.recv().unwrap();
+        Server {
+            addr,
+            stop,
+            waker,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake();
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn echo(driver: &mut Driver, event: &Event) {
+    if let Event::Received { conn, buf } = event {
+        let data = Bytes::copy_from_slice(driver.recv_data(buf));
+        driver.send(*conn, data);
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn echo_roundtrip() {
+    for backend in backends() {
+        let server = Server::spawn(backend, echo);
+        let mut client = TcpStream::connect(server.addr).unwrap();
+        let data = pattern(1 << 20, 7);
+        let writer = {
+            let mut client = client.try_clone().unwrap();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                for piece in data.chunks(3001) {
+                    client.write_all(piece).unwrap();
+                }
+            })
+        };
+        let mut back = vec![0; data.len()];
+        client.read_exact(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(back == data, "{backend}: echoed bytes differ");
+        drop(client);
+        std::thread::sleep(Duration::from_millis(100));
+        let log = server.stop();
+        assert_eq!(log.first().map(String::as_str), Some("Accepted"), "{backend}");
+        assert!(log.iter().any(|e| e == "Closed"), "{backend}: {log:?}");
+    }
+}
+
+#[test]
+fn many_connections() {
+    for backend in backends() {
+        let server = Server::spawn(backend, echo);
+        let addr = server.addr;
+        let clients: Vec<_> = (0..8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut streams: Vec<TcpStream> = (0..64)
+                        .map(|_| TcpStream::connect(addr).unwrap())
+                        .collect();
+                    for (i, s) in streams.iter_mut().enumerate() {
+                        s.write_all(&pattern(10_000, (t * 64 + i) as u8)).unwrap();
+                    }
+                    for (i, s) in streams.iter_mut().enumerate() {
+                        let mut back = vec![0; 10_000];
+                        s.read_exact(&mut back).unwrap();
+                        assert!(back == pattern(10_000, (t * 64 + i) as u8));
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let log = server.stop();
+        let accepted = log.iter().filter(|e| *e == "Accepted").count();
+        let closed = log.iter().filter(|e| *e == "Closed").count();
+        assert_eq!(accepted, 512, "{backend}");
+        assert_eq!(closed, 512, "{backend}: every connection reports Closed once");
+    }
+}
+
+/// Sends `total` bytes as a mix of shared buffers and small copies on the first byte received.
+fn blast(total: usize) -> impl FnMut(&mut Driver, &Event) + Send + 'static {
+    let data = Bytes::from(pattern(total, 3));
+    move |driver, event| {
+        if let Event::Received { conn, .. } = event {
+            let mut offset = 0;
+            while offset < data.len() {
+                let end = (offset + 65_536).min(data.len());
+                driver.send_copy(*conn, &data[offset..offset + 16]);
+                driver.send(*conn, data.slice(offset + 16..end));
+                offset = end;
+            }
+        }
+    }
+}
+
+#[test]
+fn partial_writes_arrive_whole_and_in_order() {
+    for backend in backends() {
+        let total = 24 << 20;
+        let server = Server::spawn(backend, blast(total));
+        let mut client = TcpStream::connect(server.addr).unwrap();
+        client.write_all(b"go").unwrap();
+        let mut got = Vec::with_capacity(total);
+        let mut buf = vec![0; 100_000];
+        let started = Instant::now();
+        while got.len() < total && started.elapsed() < Duration::from_secs(30) {
+            let n = client.read(&mut buf).unwrap();
+            assert!(n > 0, "{backend}: early EOF at {}", got.len());
+            got.extend_from_slice(&buf[..n]);
+            if got.len() < 4 << 20 {
+                // A slow reader at first, so the server's writes come back partial.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert!(got == pattern(total, 3), "{backend}: stream corrupted");
+        let log = server.stop();
+        assert!(log.iter().any(|e| e == "Drained"), "{backend}: {log:?}");
+    }
+}
+
+#[test]
+fn peer_closing_mid_send_only_ends_that_connection() {
+    for backend in backends() {
+        let server = Server::spawn(backend, {
+            let mut blast = blast(64 << 20);
+            move |driver: &mut Driver, event: &Event| {
+                if let Event::Received { conn, buf } = event {
+                    if driver.recv_data(buf) == b"echo" {
+                        driver.send_copy(*conn, b"echo");
+                    } else {
+                        blast(driver, event);
+                    }
+                }
+            }
+        });
+        let mut quitter = TcpStream::connect(server.addr).unwrap();
+        quitter.write_all(b"go").unwrap();
+        let mut buf = [0; 1024];
+        quitter.read_exact(&mut buf).unwrap();
+        drop(quitter);
+        std::thread::sleep(Duration::from_millis(200));
+        let mut other = TcpStream::connect(server.addr).unwrap();
+        other.write_all(b"echo").unwrap();
+        let mut back = [0; 4];
+        other.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"echo");
+        drop(other);
+        std::thread::sleep(Duration::from_millis(100));
+        let log = server.stop();
+        assert_eq!(log.iter().filter(|e| *e == "Closed").count(), 2, "{backend}");
+    }
+}
+
+#[test]
+fn close_after_flush_delivers_everything_then_eof() {
+    for backend in backends() {
+        let total = 4 << 20;
+        let server = Server::spawn(backend, {
+            let mut blast = blast(total);
+            move |driver: &mut Driver, event: &Event| {
+                blast(driver, event);
+                if let Event::Received { conn, .. } = event {
+                    driver.close_after_flush(*conn);
+                    // Anything queued after the close request is dropped.
+                    driver.send_copy(*conn, b"late");
+                }
+            }
+        });
+        let mut client = TcpStream::connect(server.addr).unwrap();
+        client.write_all(b"go").unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert!(got == pattern(total, 3), "{backend}: {} bytes", got.len());
+        server.stop();
+    }
+}
+
+#[test]
+fn local_close_reports_closed_once_and_ignores_stale_ids() {
+    for backend in backends() {
+        let server = Server::spawn(backend, |driver: &mut Driver, event: &Event| match event {
+            Event::Received { conn, .. } => {
+                driver.close(*conn);
+                driver.close(*conn);
+                driver.send_copy(*conn, b"ignored");
+                assert_eq!(driver.pending_bytes(*conn), 0);
+            }
+            Event::Closed { reason, .. } => assert_eq!(*reason, CloseReason::Local),
+            _ => {}
+        });
+        let mut client = TcpStream::connect(server.addr).unwrap();
+        client.write_all(b"bye").unwrap();
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+        std::thread::sleep(Duration::from_millis(100));
+        let log = server.stop();
+        assert_eq!(log.iter().filter(|e| *e == "Closed").count(), 1, "{backend}");
+    }
+}
+
+#[test]
+fn wakes_from_another_thread() {
+    for backend in backends() {
+        let woken = Arc::new(AtomicBool::new(false));
+        let seen = woken.clone();
+        let server = Server::spawn(backend, move |_driver: &mut Driver, event: &Event| {
+            if matches!(event, Event::Woken) {
+                seen.store(true, Ordering::SeqCst);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        server.waker.wake();
+        while !woken.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(woken.load(Ordering::SeqCst), "{backend}: wake lost");
+        server.stop();
+    }
+}
+
+#[test]
+fn receive_buffers_are_recycled_under_load() {
+    // 16 buffers of 4 KiB (see Server::spawn): 8 MiB through them proves they come back.
+    for backend in backends() {
+        let server = Server::spawn(backend, echo);
+        let clients: Vec<_> = (0..4)
+            .map(|i| {
+                let addr = server.addr;
+                std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    let data = pattern(2 << 20, i);
+                    let mut r = s.try_clone().unwrap();
+                    let reader = std::thread::spawn(move || {
+                        let mut back = vec![0; 2 << 20];
+                        r.read_exact(&mut back).unwrap();
+                        back
+                    });
+                    s.write_all(&data).unwrap();
+                    assert!(reader.join().unwrap() == data);
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        server.stop();
+    }
+}

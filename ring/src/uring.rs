@@ -1,0 +1,785 @@
+//! The io_uring backend (Linux ≥ 6.1). One ring per worker thread, created with
+//! `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has them, so completions are processed only
+//! when this thread asks and no other thread touches the ring.
+//!
+//! - accept: one multishot accept per listener, re-armed if the kernel ends it;
+//! - receive: one multishot recv per connection, picking buffers from a provided buffer ring
+//!   (no buffer is tied up by an idle connection); re-armed after `ENOBUFS` once buffers return;
+//! - send: one vectored `sendmsg` in flight per connection, gathering everything queued, all
+//!   connections' sends submitted with one `io_uring_enter`;
+//! - wake-ups: a pending 8-byte read on an eventfd that other threads write;
+//! - timeouts: the wait's `EXT_ARG` timespec.
+//!
+//! A connection's fd is closed only after every operation on it has completed, so a reused fd
+//! number can never receive a stale operation.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use bytes::Bytes;
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use crate::sendq::{SendQueue, advance_batch};
+use crate::slab::Slab;
+use crate::{
+    CloseReason, ConnId, DriverConfig, Event, IoCounters, ListenerId, RecvBuf, Waker,
+};
+
+/// Buffer group id of the one provided-buffer ring each driver registers.
+const BUFFER_GROUP: u16 = 0;
+
+/// What an operation's `user_data` refers to: kind in the top byte, then index and generation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Op {
+    Accept = 1,
+    Recv = 2,
+    Send = 3,
+    Wake = 4,
+    Cancel = 5,
+}
+
+fn user_data(op: Op, index: u32, generation: u32) -> u64 {
+    ((op as u64) << 56) | (((index as u64) & 0x00ff_ffff) << 32) | generation as u64
+}
+
+fn decode_user_data(data: u64) -> (Option<Op>, u32, u32) {
+    let op = match data >> 56 {
+        1 => Some(Op::Accept),
+        2 => Some(Op::Recv),
+        3 => Some(Op::Send),
+        4 => Some(Op::Wake),
+        5 => Some(Op::Cancel),
+        _ => None,
+    };
+    (op, ((data >> 32) & 0x00ff_ffff) as u32, data as u32)
+}
+
+fn conn_user_data(op: Op, conn: ConnId) -> u64 {
+    user_data(op, conn.index, conn.generation)
+}
+
+/// The kernel release this backend needs: multishot recv with provided buffer rings (6.0) and
+/// `DEFER_TASKRUN` (6.1).
+const MIN_KERNEL: (u32, u32) = (6, 1);
+
+pub(crate) fn probe() -> Result<(), String> {
+    let release = kernel_release();
+    match parse_release(&release) {
+        Some(version) if version >= MIN_KERNEL => {}
+        _ => {
+            return Err(format!(
+                "kernel {release} is older than {}.{}",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            ));
+        }
+    }
+    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("io_uring probe failed: {e}"))?;
+    for (code, name) in [
+        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::RecvMulti::CODE, "recv"),
+        (opcode::SendMsg::CODE, "sendmsg"),
+        (opcode::Read::CODE, "read"),
+        (opcode::AsyncCancel::CODE, "async_cancel"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("io_uring lacks {name}"));
+        }
+    }
+    Ok(())
+}
+
+fn kernel_release() -> String {
+    // SAFETY: uname fills a zeroed struct of fixed-size arrays; release is NUL-terminated.
+    unsafe {
+        let mut name: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut name) != 0 {
+            return "unknown".into();
+        }
+        std::ffi::CStr::from_ptr(name.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The provided-buffer ring: `count` buffers of `size` bytes the kernel picks from for each
+/// receive, and the shared ring through which we hand them back.
+struct BufferRing {
+    entries: *mut types::BufRingEntry,
+    entries_layout: std::alloc::Layout,
+    memory: Box<[u8]>,
+    count: u16,
+    size: usize,
+    /// Our producer index; published to the kernel by `publish`.
+    tail: u16,
+}
+
+impl BufferRing {
+    fn new(ring: &IoUring, count: u16, size: usize) -> io::Result<BufferRing> {
+        let count = count.clamp(1, 1 << 15).next_power_of_two();
+        let layout = std::alloc::Layout::from_size_align(
+            count as usize * std::mem::size_of::<types::BufRingEntry>(),
+            4096,
+        )
+        .map_err(io::Error::other)?;
+        // SAFETY: non-zero size; zeroed memory is a valid (empty) ring with tail 0.
+        let entries = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<types::BufRingEntry>();
+        if entries.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let mut buffers = BufferRing {
+            entries,
+            entries_layout: layout,
+            memory: vec![0u8; count as usize * size].into_boxed_slice(),
+            count,
+            size,
+            tail: 0,
+        };
+        // SAFETY: the ring memory stays allocated until after it is unregistered (Drop order
+        // in UringDriver) and is page aligned as the kernel requires.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, count, BUFFER_GROUP, 0)?;
+        }
+        for id in 0..count {
+            buffers.give(id);
+        }
+        buffers.publish();
+        Ok(buffers)
+    }
+
+    /// Queues buffer `id` for the kernel (visible after `publish`).
+    fn give(&mut self, id: u16) {
+        let mask = self.count - 1;
+        // SAFETY: index masked into the ring; the kernel only reads entries below the tail.
+        unsafe {
+            let entry = &mut *self.entries.add((self.tail & mask) as usize);
+            entry.set_addr(self.memory.as_ptr().add(id as usize * self.size) as u64);
+            entry.set_len(self.size as u32);
+            entry.set_bid(id);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field lives in the first entry; the kernel reads it with acquire.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.entries).cast_mut();
+            std::sync::atomic::AtomicU16::from_ptr(tail)
+                .store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    fn data(&self, id: u16, len: u32) -> &[u8] {
+        let start = id as usize * self.size;
+        &self.memory[start..start + len as usize]
+    }
+}
+
+impl Drop for BufferRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.entries.cast(), self.entries_layout) }
+    }
+}
+
+/// A vectored send in flight. Boxed so the `msghdr` the kernel reads has a stable address;
+/// `iov` is not touched while in flight and points into `bufs`' heap data.
+struct SendOp {
+    msg: libc::msghdr,
+    iov: Vec<libc::iovec>,
+    bufs: Vec<Bytes>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Open,
+    /// `close_after_flush`: recv cancelled, closing once the queue is written.
+    Draining,
+    /// Waiting for in-flight operations to finish before closing the fd.
+    Closing(CloseReason),
+}
+
+struct Conn {
+    fd: OwnedFd,
+    sendq: SendQueue,
+    send: Box<SendOp>,
+    send_in_flight: bool,
+    recv_armed: bool,
+    state: State,
+    queued_for_flush: bool,
+}
+
+struct Listener {
+    socket: std::net::TcpListener,
+    armed: bool,
+}
+
+pub(crate) struct UringDriver {
+    // Field order is drop order: the ring goes before the memory it may write into.
+    ring: IoUring,
+    buffers: BufferRing,
+    listeners: Vec<Option<Listener>>,
+    conns: Slab<Conn>,
+    ready: VecDeque<Event>,
+    to_flush: Vec<ConnId>,
+    /// Connections whose multishot recv ended and must be re-armed (e.g. after `ENOBUFS`).
+    to_rearm: Vec<ConnId>,
+    wake_fd: OwnedFd,
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    waker: Waker,
+    max_iovecs: usize,
+    counters: IoCounters,
+    completions: Vec<(u64, i32, u32)>,
+}
+
+impl UringDriver {
+    pub(crate) fn new(config: &DriverConfig) -> io::Result<Self> {
+        let entries = config.ring_entries.clamp(64, 32768).next_power_of_two();
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_coop_taskrun()
+            .setup_cqsize(entries * 4)
+            .build(entries)
+            .or_else(|_| IoUring::builder().setup_cqsize(entries * 4).build(entries))?;
+        let buffers = BufferRing::new(&ring, config.recv_buffers, config.recv_buffer_size)?;
+        // SAFETY: eventfd returns a new fd we then own, or -1.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a fresh, valid fd.
+        let wake_fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let waker = Waker::from_eventfd(wake_fd.try_clone()?);
+        Ok(UringDriver {
+            ring,
+            buffers,
+            listeners: Vec::new(),
+            conns: Slab::new(),
+            ready: VecDeque::new(),
+            to_flush: Vec::new(),
+            to_rearm: Vec::new(),
+            wake_fd,
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            waker,
+            max_iovecs: config.max_iovecs.clamp(1, 1024),
+            counters: IoCounters::default(),
+            completions: Vec::with_capacity(256),
+        })
+    }
+
+    /// Queues a submission, making room by submitting what is queued if the SQ is full.
+    fn push(&mut self, entry: squeue::Entry) {
+        for _ in 0..3 {
+            // SAFETY: every pointer an entry carries (msghdr, iovecs, wake buffer) stays valid
+            // until its completion is reaped: see SendOp, wake_buf and the Drop impl.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                tracing::error!(error = %e, "io_uring submit failed while the SQ was full");
+            }
+        }
+        tracing::error!(?entry, "io_uring submission queue stuck full; operation dropped");
+    }
+
+    pub(crate) fn listen(&mut self, socket: std::net::TcpListener) -> io::Result<ListenerId> {
+        let id = self.listeners.len() as u32;
+        self.listeners.push(Some(Listener {
+            socket,
+            armed: false,
+        }));
+        self.arm_accept(id);
+        Ok(ListenerId(id))
+    }
+
+    fn arm_accept(&mut self, id: u32) {
+        let Some(Some(listener)) = self.listeners.get_mut(id as usize) else {
+            return;
+        };
+        listener.armed = true;
+        let fd = types::Fd(listener.socket.as_raw_fd());
+        let entry = opcode::AcceptMulti::new(fd)
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(Op::Accept, id, 0));
+        self.push(entry);
+    }
+
+    pub(crate) fn local_addr(&self, listener: ListenerId) -> io::Result<SocketAddr> {
+        match self.listeners.get(listener.0 as usize) {
+            Some(Some(l)) => l.socket.local_addr(),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such listener")),
+        }
+    }
+
+    pub(crate) fn stop_listening(&mut self) {
+        for id in 0..self.listeners.len() {
+            if let Some(listener) = self.listeners[id].take()
+                && listener.armed
+            {
+                let entry = opcode::AsyncCancel::new(user_data(Op::Accept, id as u32, 0))
+                    .build()
+                    .user_data(user_data(Op::Cancel, 0, 0));
+                self.push(entry);
+                // The socket is closed when `listener` drops here; the cancelled accept
+                // completes with ECANCELED (or EBADF) and is ignored.
+            }
+        }
+    }
+
+    pub(crate) fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    fn queue_flush(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && !c.queued_for_flush
+        {
+            c.queued_for_flush = true;
+            self.to_flush.push(conn);
+        }
+    }
+
+    pub(crate) fn send(&mut self, conn: ConnId, data: Bytes) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.state == State::Open
+        {
+            c.sendq.push(data);
+            self.queue_flush(conn);
+        }
+    }
+
+    pub(crate) fn send_copy(&mut self, conn: ConnId, data: &[u8]) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.state == State::Open
+        {
+            c.sendq.push_copy(data);
+            self.queue_flush(conn);
+        }
+    }
+
+    pub(crate) fn pending_bytes(&self, conn: ConnId) -> usize {
+        self.conns.get(conn).map_or(0, |c| {
+            let in_flight: usize = c.send.bufs.iter().map(Bytes::len).sum();
+            c.sendq.len() + in_flight
+        })
+    }
+
+    pub(crate) fn close(&mut self, conn: ConnId) {
+        self.begin_close(conn, CloseReason::Local);
+    }
+
+    pub(crate) fn close_after_flush(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if c.state != State::Open {
+            return;
+        }
+        if c.sendq.is_empty() && !c.send_in_flight {
+            self.begin_close(conn, CloseReason::Local);
+            return;
+        }
+        c.state = State::Draining;
+        if c.recv_armed {
+            self.cancel(conn_user_data(Op::Recv, conn));
+        }
+        self.queue_flush(conn);
+    }
+
+    fn cancel(&mut self, target: u64) {
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data(Op::Cancel, 0, 0));
+        self.push(entry);
+    }
+
+    /// Starts closing: drops what is queued, makes in-flight operations finish, and closes the
+    /// fd once they have (`finish_if_idle`).
+    fn begin_close(&mut self, conn: ConnId, reason: CloseReason) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if matches!(c.state, State::Closing(_)) {
+            return;
+        }
+        c.state = State::Closing(reason);
+        c.sendq.clear();
+        let recv_armed = c.recv_armed;
+        if c.send_in_flight {
+            // A send blocked on a peer that doesn't read would never complete: shut the socket
+            // so it fails now.
+            // SAFETY: shutdown on an fd we own.
+            unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        if recv_armed {
+            self.cancel(conn_user_data(Op::Recv, conn));
+        }
+        self.finish_if_idle(conn);
+    }
+
+    fn finish_if_idle(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        if let State::Closing(reason) = c.state
+            && !c.recv_armed
+            && !c.send_in_flight
+        {
+            // Dropping the Conn closes the fd: no operation refers to it any more.
+            self.conns.remove(conn);
+            self.ready.push_back(Event::Closed { conn, reason });
+        }
+    }
+
+    fn arm_recv(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if c.state != State::Open || c.recv_armed {
+            return;
+        }
+        c.recv_armed = true;
+        let entry = opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), BUFFER_GROUP)
+            .build()
+            .user_data(conn_user_data(Op::Recv, conn));
+        self.push(entry);
+    }
+
+    fn flush(&mut self) {
+        let mut batch = std::mem::take(&mut self.to_flush);
+        for conn in batch.drain(..) {
+            self.start_send(conn);
+        }
+        if self.to_flush.is_empty() {
+            self.to_flush = batch;
+        }
+    }
+
+    /// Submits one vectored send of everything queued (up to `max_iovecs` buffers).
+    fn start_send(&mut self, conn: ConnId) {
+        let max_iovecs = self.max_iovecs;
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.queued_for_flush = false;
+        if c.send_in_flight || c.sendq.is_empty() || matches!(c.state, State::Closing(_)) {
+            return;
+        }
+        let op = &mut *c.send;
+        c.sendq.take_front(max_iovecs, &mut op.bufs);
+        op.iov.clear();
+        op.iov.extend(op.bufs.iter().map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }));
+        // SAFETY: msghdr is plain data; zeroed is "no name, no control".
+        op.msg = unsafe { std::mem::zeroed() };
+        op.msg.msg_iov = op.iov.as_mut_ptr();
+        op.msg.msg_iovlen = op.iov.len() as _;
+        c.send_in_flight = true;
+        let entry = opcode::SendMsg::new(types::Fd(c.fd.as_raw_fd()), &op.msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(conn_user_data(Op::Send, conn));
+        self.counters.writes += 1;
+        self.push(entry);
+    }
+
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.flush();
+        for conn in std::mem::take(&mut self.to_rearm) {
+            self.arm_recv(conn);
+        }
+        for id in 0..self.listeners.len() {
+            if matches!(&self.listeners[id], Some(l) if !l.armed) {
+                self.arm_accept(id as u32);
+            }
+        }
+        if !self.wake_armed {
+            self.wake_armed = true;
+            let entry = opcode::Read::new(
+                types::Fd(self.wake_fd.as_raw_fd()),
+                (&mut *self.wake_buf as *mut u64).cast(),
+                8,
+            )
+            .build()
+            .user_data(user_data(Op::Wake, 0, 0));
+            self.push(entry);
+        }
+        self.buffers.publish();
+
+        let timeout = if self.ready.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        self.counters.waits += 1;
+        let result = match timeout {
+            Some(t) => {
+                let ts = types::Timespec::new()
+                    .sec(t.as_secs())
+                    .nsec(t.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submitter().submit_and_wait(1),
+        };
+        match result {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {
+            }
+            Err(e) => return Err(e),
+        }
+        self.reap();
+        Ok(())
+    }
+
+    fn reap(&mut self) {
+        let mut completions = std::mem::take(&mut self.completions);
+        completions.extend(
+            self.ring
+                .completion()
+                .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
+        );
+        for &(data, result, flags) in &completions {
+            self.complete(data, result, flags);
+        }
+        completions.clear();
+        self.completions = completions;
+    }
+
+    fn complete(&mut self, data: u64, result: i32, flags: u32) {
+        let (op, index, generation) = decode_user_data(data);
+        let conn = ConnId { index, generation };
+        match op {
+            Some(Op::Accept) => self.accepted(index, result, flags),
+            Some(Op::Recv) => self.received(conn, result, flags),
+            Some(Op::Send) => self.sent(conn, result),
+            Some(Op::Wake) => {
+                self.wake_armed = false;
+                self.waker.reset();
+                self.ready.push_back(Event::Woken);
+            }
+            Some(Op::Cancel) | None => {}
+        }
+    }
+
+    fn accepted(&mut self, listener: u32, result: i32, flags: u32) {
+        let still_listening = match self.listeners.get_mut(listener as usize) {
+            Some(Some(l)) => {
+                if !cqueue::more(flags) {
+                    l.armed = false;
+                }
+                true
+            }
+            _ => false,
+        };
+        if result < 0 {
+            let e = io::Error::from_raw_os_error(-result);
+            if still_listening && result != -libc::ECANCELED {
+                tracing::warn!(error = %e, "accept failed");
+            }
+            return;
+        }
+        // SAFETY: a successful accept returns a new fd that we now own.
+        let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
+        if !still_listening {
+            return;
+        }
+        let sock = socket2::SockRef::from(&fd);
+        let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) else {
+            // The peer is already gone (reset before we asked).
+            return;
+        };
+        let _ = sock.set_tcp_nodelay(true);
+        let conn = self.conns.insert(Conn {
+            fd,
+            sendq: SendQueue::default(),
+            send: Box::new(SendOp {
+                // SAFETY: plain data, filled in before each use.
+                msg: unsafe { std::mem::zeroed() },
+                iov: Vec::new(),
+                bufs: Vec::new(),
+            }),
+            send_in_flight: false,
+            recv_armed: false,
+            state: State::Open,
+            queued_for_flush: false,
+        });
+        self.counters.accepted += 1;
+        self.arm_recv(conn);
+        self.ready.push_back(Event::Accepted {
+            listener: ListenerId(listener),
+            conn,
+            peer,
+        });
+    }
+
+    fn received(&mut self, conn: ConnId, result: i32, flags: u32) {
+        let buffer = cqueue::buffer_select(flags);
+        let more = cqueue::more(flags);
+        let Some(c) = self.conns.get_mut(conn) else {
+            // Cannot happen (slots outlive their operations), but never leak a buffer.
+            if let Some(id) = buffer {
+                self.buffers.give(id);
+            }
+            return;
+        };
+        if !more {
+            c.recv_armed = false;
+        }
+        let state = c.state;
+        if result > 0 {
+            let id = buffer.expect("a recv with data names its buffer");
+            self.counters.bytes_received += result as u64;
+            if state == State::Open {
+                self.ready.push_back(Event::Received {
+                    conn,
+                    buf: RecvBuf {
+                        id,
+                        len: result as u32,
+                    },
+                });
+                if !more {
+                    self.to_rearm.push(conn);
+                }
+            } else {
+                self.buffers.give(id);
+            }
+        } else if result == 0 {
+            if state == State::Open {
+                self.begin_close(conn, CloseReason::PeerClosed);
+            }
+        } else if result == -libc::ENOBUFS {
+            // Every buffer is lent out; re-arm once the caller gives some back.
+            if state == State::Open {
+                self.to_rearm.push(conn);
+            }
+        } else if result != -libc::ECANCELED && state == State::Open {
+            let kind = io::Error::from_raw_os_error(-result).kind();
+            self.begin_close(conn, CloseReason::Error(kind));
+        }
+        self.finish_if_idle(conn);
+    }
+
+    fn sent(&mut self, conn: ConnId, result: i32) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.send_in_flight = false;
+        let op = &mut *c.send;
+        if result < 0 {
+            op.bufs.clear();
+            let kind = io::Error::from_raw_os_error(-result).kind();
+            self.begin_close(conn, CloseReason::Error(kind));
+            self.finish_if_idle(conn);
+            return;
+        }
+        self.counters.bytes_sent += result as u64;
+        advance_batch(&mut op.bufs, result as usize);
+        match c.state {
+            State::Closing(_) => {
+                op.bufs.clear();
+                self.finish_if_idle(conn);
+            }
+            State::Open | State::Draining => {
+                c.sendq.restore_front(op.bufs.drain(..));
+                if !c.sendq.is_empty() {
+                    self.queue_flush(conn);
+                } else if c.state == State::Draining {
+                    self.begin_close(conn, CloseReason::Local);
+                } else {
+                    self.ready.push_back(Event::Drained { conn });
+                }
+            }
+        }
+    }
+
+    pub(crate) fn next_event(&mut self) -> Option<Event> {
+        loop {
+            let event = self.ready.pop_front()?;
+            match event {
+                Event::Received { conn, buf } => {
+                    if matches!(self.conns.get(conn), Some(c) if c.state == State::Open) {
+                        return Some(Event::Received { conn, buf });
+                    }
+                    // Closed since the data arrived: nobody wants it.
+                    self.buffers.give(buf.id);
+                }
+                Event::Drained { conn } if self.conns.get(conn).is_none() => {}
+                other => return Some(other),
+            }
+        }
+    }
+
+    pub(crate) fn recv_data(&self, buf: &RecvBuf) -> &[u8] {
+        self.buffers.data(buf.id, buf.len)
+    }
+
+    pub(crate) fn release(&mut self, buf: RecvBuf) {
+        self.buffers.give(buf.id);
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub(crate) fn counters(&self) -> IoCounters {
+        self.counters
+    }
+}
+
+impl Drop for UringDriver {
+    /// Operations still in flight point at memory this driver owns (buffer ring, send
+    /// batches). Shut every socket, cancel, and reap for a bounded time so the kernel is done
+    /// with that memory before it is freed.
+    fn drop(&mut self) {
+        self.stop_listening();
+        for conn in self.conns.ids() {
+            if let Some(c) = self.conns.get(conn) {
+                // SAFETY: shutdown on an fd we own.
+                unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
+            }
+            self.begin_close(conn, CloseReason::Local);
+        }
+        if self.wake_armed {
+            self.cancel(user_data(Op::Wake, 0, 0));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while (self.conns.len() > 0 || self.wake_armed) && std::time::Instant::now() < deadline {
+            let ts = types::Timespec::new().nsec(10_000_000);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            self.reap();
+            // Wake completions re-arm nothing here; clear the flag they set.
+        }
+        if self.conns.len() > 0 {
+            // The kernel still holds operations on our memory: leaking it is the only safe
+            // choice left.
+            tracing::error!(
+                connections = self.conns.len(),
+                "io_uring driver dropped with operations in flight; leaking its buffers"
+            );
+            let memory = std::mem::take(&mut self.buffers.memory);
+            std::mem::forget(memory);
+        }
+    }
+}

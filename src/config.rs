@@ -1,0 +1,415 @@
+//! Configuration: the TOML file (`conf/sluice.toml`), its defaults and its validation.
+//!
+//! Every field has a default, so an empty file is a working server with SRS's defaults. An
+//! unknown key or a bad value is reported as `FILE:LINE: key: problem` and the server does not
+//! start (`sluice -t -c FILE` checks a file without starting).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The vhost SRS uses when a request names no configured vhost.
+pub const DEFAULT_VHOST: &str = "__defaultVhost__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+/// Which I/O backend the data plane runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IoChoice {
+    /// io_uring where the kernel supports it, else epoll.
+    #[default]
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl std::str::FromStr for IoChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(IoChoice::Auto),
+            "uring" | "io_uring" => Ok(IoChoice::Uring),
+            "epoll" => Ok(IoChoice::Epoll),
+            other => Err(format!("expected auto, uring or epoll, got {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Worker threads, each with its own I/O driver; 0 means one per CPU core.
+    pub workers: usize,
+    /// `auto`, `uring` or `epoll`.
+    pub io: IoChoice,
+    /// Most client connections at once, across all workers (SRS: `max_connections`).
+    pub max_connections: usize,
+    pub log: LogConfig,
+    pub rtmp: RtmpConfig,
+    /// Virtual hosts by name; `__defaultVhost__` always exists.
+    pub vhost: BTreeMap<String, VhostConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 0,
+            io: IoChoice::Auto,
+            max_connections: 1000,
+            log: LogConfig::default(),
+            rtmp: RtmpConfig::default(),
+            vhost: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Address the RTMP listener binds on every worker (`SO_REUSEPORT`).
+    pub listen: String,
+    /// A client must finish the handshake and connect within this (ms).
+    pub handshake_timeout_ms: u64,
+    /// Largest chunk size a client may set (bytes).
+    pub max_chunk_size: u32,
+    /// Largest RTMP message a client may send (bytes).
+    pub max_message_size: u32,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            listen: "0.0.0.0:1935".into(),
+            handshake_timeout_ms: 10_000,
+            max_chunk_size: 65_536,
+            max_message_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VhostConfig {
+    pub enabled: bool,
+    /// RTMP chunk size the server writes with (SRS default 60000).
+    pub chunk_size: u32,
+    pub play: PlayConfig,
+    pub publish: PublishConfig,
+}
+
+impl Default for VhostConfig {
+    fn default() -> Self {
+        VhostConfig {
+            enabled: true,
+            chunk_size: 60_000,
+            play: PlayConfig::default(),
+            publish: PublishConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlayConfig {
+    /// Keep the current GOP so a new player starts on a keyframe at once.
+    pub gop_cache: bool,
+    /// GOP cache bounds: past either, the cache is dropped until the next keyframe.
+    pub gop_cache_max_frames: usize,
+    pub gop_cache_max_bytes: usize,
+    /// How far (ms of media) a player may fall behind before it skips to a newer keyframe.
+    pub queue_length_ms: u64,
+    /// Merged writes: a player's pending messages go out together at most this late (ms);
+    /// 0 sends every message as it arrives.
+    pub mw_latency_ms: u64,
+    /// Merged writes: ... or as soon as this many messages are pending.
+    pub mw_msgs: usize,
+    /// A player whose socket accepts nothing for this long is disconnected (ms).
+    pub send_timeout_ms: u64,
+}
+
+impl Default for PlayConfig {
+    fn default() -> Self {
+        PlayConfig {
+            gop_cache: true,
+            gop_cache_max_frames: 2500,
+            gop_cache_max_bytes: 64 * 1024 * 1024,
+            queue_length_ms: 10_000,
+            mw_latency_ms: 350,
+            mw_msgs: 8,
+            send_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishConfig {
+    /// A publisher must send its first media within this (ms).
+    pub firstpkt_timeout_ms: u64,
+    /// A publisher that sends nothing for this long is disconnected (ms).
+    pub normal_timeout_ms: u64,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            firstpkt_timeout_ms: 20_000,
+            normal_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |span| line_of(text, span.start));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                key: key_at(text, line).unwrap_or_else(|| "(file)".into()),
+                message: e.message().to_string(),
+            }
+        })?;
+        config.vhost.entry(DEFAULT_VHOST.to_string()).or_default();
+        config.validate().map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: locate_key(text, &key).unwrap_or(1),
+            key,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone don't; the error names the dotted key.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if let Err(e) = self.rtmp.listen.parse::<SocketAddr>() {
+            return Err(("rtmp.listen".into(), format!("not an address:port: {e}")));
+        }
+        if self.max_connections == 0 {
+            return Err(("max_connections".into(), "must be at least 1".into()));
+        }
+        if !(128..=16 * 1024 * 1024).contains(&self.rtmp.max_chunk_size) {
+            return Err((
+                "rtmp.max_chunk_size".into(),
+                "must be between 128 and 16777216".into(),
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.rtmp.max_message_size) {
+            return Err((
+                "rtmp.max_message_size".into(),
+                "must be between 1024 and 16777216".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(("log.level".into(), format!("not a log level: {e}")));
+        }
+        for (name, vhost) in &self.vhost {
+            let key = |field: &str| format!("vhost.{name}.{field}");
+            if !(128..=65_536).contains(&vhost.chunk_size) {
+                return Err((key("chunk_size"), "must be between 128 and 65536".into()));
+            }
+            if vhost.play.mw_msgs == 0 {
+                return Err((key("play.mw_msgs"), "must be at least 1".into()));
+            }
+            if vhost.play.queue_length_ms < 1000 {
+                return Err((
+                    key("play.queue_length_ms"),
+                    "must be at least 1000 (one second of media)".into(),
+                ));
+            }
+            if vhost.play.gop_cache_max_frames == 0 {
+                return Err((key("play.gop_cache_max_frames"), "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address (validated at load).
+    pub fn rtmp_listen(&self) -> SocketAddr {
+        self.rtmp.listen.parse().expect("validated at load")
+    }
+
+    /// The settings for a vhost name, falling back to the default vhost like SRS. Returns the
+    /// name the stream is filed under.
+    pub fn vhost(&self, name: &str) -> (&str, &VhostConfig) {
+        match self.vhost.get_key_value(name) {
+            Some((key, vhost)) if vhost.enabled => (key, vhost),
+            _ => {
+                let (key, vhost) = self
+                    .vhost
+                    .get_key_value(DEFAULT_VHOST)
+                    .expect("default vhost always present");
+                (key, vhost)
+            }
+        }
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.rtmp.handshake_timeout_ms)
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The dotted key a line assigns, from the nearest table header above it.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let mut table = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if let Some(header) = l.strip_prefix('[') {
+            table = header.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+        if i + 1 == line {
+            if l.starts_with('[') {
+                return Some(table);
+            }
+            let key = l.split('=').next()?.trim().trim_matches('"');
+            if key.is_empty() {
+                return None;
+            }
+            return Some(if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+    }
+    None
+}
+
+/// The line that assigns a dotted key, if the file sets it explicitly.
+fn locate_key(text: &str, dotted: &str) -> Option<usize> {
+    (1..=text.lines().count()).find(|&line| {
+        key_at(text, line).is_some_and(|k| k == dotted && !text_line(text, line).starts_with('['))
+    })
+}
+
+fn text_line(text: &str, line: usize) -> &str {
+    text.lines().nth(line - 1).unwrap_or("").trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_has_srs_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.rtmp_listen().port(), 1935);
+        assert_eq!(c.max_connections, 1000);
+        let (name, vhost) = c.vhost("anything.example.com");
+        assert_eq!(name, DEFAULT_VHOST);
+        assert_eq!(vhost.chunk_size, 60_000);
+        assert!(vhost.play.gop_cache);
+        assert_eq!(vhost.play.mw_latency_ms, 350);
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/conf")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("workers = 2\n\n[rtmp]\nlisten = \"0.0.0.0:1935\"\nlisten_typo = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("test.toml:5: rtmp.listen_typo: unknown field"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_type_names_the_key() {
+        let err = parse("[vhost.__defaultVhost__.play]\nmw_latency_ms = \"fast\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.toml:2: vhost.__defaultVhost__.play.mw_latency_ms:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_key() {
+        let err = parse("io = \"epoll\"\n[vhost.live]\nchunk_size = 64\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("test.toml:3: vhost.live.chunk_size: must be"), "{err}");
+        let err = parse("[rtmp]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("test.toml:2: rtmp.listen: not an address"), "{err}");
+        let err = parse("io = \"kqueue\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("test.toml:1: io:"), "{err}");
+    }
+
+    #[test]
+    fn configured_vhost_is_used_and_disabled_falls_back() {
+        let c = parse("[vhost.live]\nchunk_size = 4096\n[vhost.off]\nenabled = false\n").unwrap();
+        assert_eq!(c.vhost("live").1.chunk_size, 4096);
+        assert_eq!(c.vhost("off").0, DEFAULT_VHOST);
+    }
+}

@@ -1,0 +1,412 @@
+//! The hub: the registry of live streams, shared by all workers.
+//!
+//! A stream has at most one publisher (on some worker) and viewers on any worker. The
+//! publisher's worker appends each frame — already serialized for RTMP — to the stream's shared
+//! log and wakes each *worker* that has viewers, once per batch, not once per viewer. A woken
+//! worker copies the new frames (refcount bumps, no bytes) into its own mirror of the stream
+//! ([`local::LocalStream`]) and writes them to its local viewers with no further locking.
+//!
+//! Locks are taken per frame (publisher side) and per wake-up (viewer side), never per viewer.
+//! Lock order: the registry map, then a stream's state.
+
+pub mod frame;
+pub mod gop;
+pub mod local;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use frame::{Frame, FrameKind};
+use gop::GopCache;
+
+/// Frames kept in a stream's shared log for workers to copy. Workers copy within a wake-up
+/// (milliseconds), so this only matters for a stalled worker, which then resyncs at a keyframe.
+const LOG_CAPACITY: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    pub vhost: String,
+    pub app: String,
+    pub stream: String,
+}
+
+impl std::fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.vhost, self.app, self.stream)
+    }
+}
+
+/// Per-stream settings, fixed when the stream is created (from its vhost).
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub chunk_size: u32,
+    pub gop_cache: bool,
+    pub gop_cache_max_frames: usize,
+    pub gop_cache_max_bytes: usize,
+}
+
+/// Who publishes a stream: a client serial number unique in the process.
+pub type ClientSerial = u64;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("stream {0} is busy: another client is publishing it")]
+    Busy(String),
+}
+
+pub struct Hub {
+    streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
+    next_stream_id: AtomicU64,
+    workers: usize,
+}
+
+impl Hub {
+    pub fn new(workers: usize) -> Hub {
+        Hub {
+            streams: Mutex::new(HashMap::new()),
+            next_stream_id: AtomicU64::new(1),
+            workers,
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<StreamKey, Arc<Stream>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get_or_create(
+        &self,
+        map: &mut HashMap<StreamKey, Arc<Stream>>,
+        key: StreamKey,
+        settings: &StreamSettings,
+    ) -> Arc<Stream> {
+        map.entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Stream::new(
+                    self.next_stream_id.fetch_add(1, Ordering::Relaxed),
+                    key,
+                    settings.clone(),
+                    self.workers,
+                ))
+            })
+            .clone()
+    }
+
+    /// Claims the stream for a publisher; a second publisher gets [`PublishError::Busy`] and
+    /// the first is untouched.
+    pub fn publish(
+        &self,
+        key: StreamKey,
+        settings: &StreamSettings,
+        who: ClientSerial,
+    ) -> Result<Arc<Stream>, PublishError> {
+        let mut map = self.map();
+        let stream = self.get_or_create(&mut map, key, settings);
+        let mut state = stream.state();
+        if state.publisher.is_some() {
+            return Err(PublishError::Busy(stream.key.to_string()));
+        }
+        state.publisher = Some(who);
+        drop(state);
+        Ok(stream)
+    }
+
+    /// Ends a publish. Viewers stay, waiting for the next publisher.
+    pub fn unpublish(&self, stream: &Arc<Stream>, who: ClientSerial) {
+        let map = self.map();
+        let mut state = stream.state();
+        if state.publisher == Some(who) {
+            state.publisher = None;
+            // A new publisher may change codecs: new viewers must not get stale headers.
+            state.metadata = None;
+            state.video_header = None;
+            state.audio_header = None;
+            state.gop.clear();
+        }
+        drop(state);
+        self.forget_if_idle(map, stream);
+    }
+
+    /// Registers a viewer on `worker` and returns the stream (created if nobody publishes it
+    /// yet: players may arrive first).
+    pub fn join(&self, key: StreamKey, settings: &StreamSettings, worker: usize) -> Arc<Stream> {
+        let mut map = self.map();
+        let stream = self.get_or_create(&mut map, key, settings);
+        stream.state().workers[worker].viewers += 1;
+        stream
+    }
+
+    pub fn leave(&self, stream: &Arc<Stream>, worker: usize) {
+        let map = self.map();
+        {
+            let mut state = stream.state();
+            let interest = &mut state.workers[worker];
+            interest.viewers = interest.viewers.saturating_sub(1);
+        }
+        self.forget_if_idle(map, stream);
+    }
+
+    fn forget_if_idle(
+        &self,
+        mut map: MutexGuard<'_, HashMap<StreamKey, Arc<Stream>>>,
+        stream: &Arc<Stream>,
+    ) {
+        let idle = {
+            let state = stream.state();
+            state.publisher.is_none() && state.workers.iter().all(|w| w.viewers == 0)
+        };
+        if idle && map.get(&stream.key).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+            map.remove(&stream.key);
+        }
+    }
+
+    /// Streams currently known (published or awaited).
+    #[cfg(test)]
+    pub fn stream_count(&self) -> usize {
+        self.map().len()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct WorkerInterest {
+    viewers: u32,
+    /// Woken for new frames and not yet synced: no need to wake it again.
+    notified: bool,
+}
+
+pub struct Stream {
+    pub id: u64,
+    pub key: StreamKey,
+    pub settings: StreamSettings,
+    state: Mutex<StreamState>,
+}
+
+pub struct StreamState {
+    publisher: Option<ClientSerial>,
+    metadata: Option<Arc<Frame>>,
+    video_header: Option<Arc<Frame>>,
+    audio_header: Option<Arc<Frame>>,
+    gop: GopCache,
+    /// Recent frames; `log[i]` has sequence number `log_base + i`.
+    log: VecDeque<Arc<Frame>>,
+    log_base: u64,
+    workers: Vec<WorkerInterest>,
+}
+
+/// What a new viewer is sent before live frames: metadata, sequence headers, the GOP cache.
+pub struct JoinStart {
+    pub frames: Vec<Arc<Frame>>,
+    /// The GOP cache gave it a keyframe to start on.
+    pub has_keyframe: bool,
+}
+
+impl Stream {
+    fn new(id: u64, key: StreamKey, settings: StreamSettings, workers: usize) -> Stream {
+        let gop = GopCache::new(
+            settings.gop_cache,
+            settings.gop_cache_max_frames,
+            settings.gop_cache_max_bytes,
+        );
+        Stream {
+            id,
+            key,
+            settings,
+            state: Mutex::new(StreamState {
+                publisher: None,
+                metadata: None,
+                video_header: None,
+                audio_header: None,
+                gop,
+                log: VecDeque::new(),
+                log_base: 0,
+                workers: vec![WorkerInterest::default(); workers],
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, StreamState> {
+        // A panic elsewhere must not take every stream down with it: the state is consistent
+        // between statements, so keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a publisher's frame. Returns the workers to wake (via `wake`), each at most
+    /// once until it syncs.
+    pub fn push(&self, frame: Arc<Frame>, wake: &mut Vec<usize>) {
+        let mut state = self.state();
+        if frame.sequence_header {
+            match frame.kind {
+                FrameKind::Video => state.video_header = Some(frame.clone()),
+                FrameKind::Audio => state.audio_header = Some(frame.clone()),
+                _ => {}
+            }
+        }
+        if frame.kind == FrameKind::Metadata {
+            state.metadata = Some(frame.clone());
+        }
+        state.gop.push(&frame);
+        state.log.push_back(frame);
+        if state.log.len() > LOG_CAPACITY {
+            state.log.pop_front();
+            state.log_base += 1;
+        }
+        for (worker, interest) in state.workers.iter_mut().enumerate() {
+            if interest.viewers > 0 && !interest.notified {
+                interest.notified = true;
+                wake.push(worker);
+            }
+        }
+    }
+
+    /// The next sequence number the log will assign.
+    fn head(state: &StreamState) -> u64 {
+        state.log_base + state.log.len() as u64
+    }
+
+    /// Copies frames from `from` to the head of the log into `into` and clears `worker`'s
+    /// notification. Returns the sequence number of the first frame copied, which is larger
+    /// than `from` if the worker fell so far behind that the log no longer has them.
+    pub fn copy_new(&self, worker: usize, from: u64, into: &mut VecDeque<Arc<Frame>>) -> u64 {
+        Stream::copy_locked(&mut self.state(), worker, from, into)
+    }
+
+    fn copy_locked(
+        state: &mut StreamState,
+        worker: usize,
+        from: u64,
+        into: &mut VecDeque<Arc<Frame>>,
+    ) -> u64 {
+        state.workers[worker].notified = false;
+        let start = from.max(state.log_base);
+        let skip = (start - state.log_base) as usize;
+        into.extend(state.log.iter().skip(skip).cloned());
+        start
+    }
+
+    /// For a viewer joining on `worker`: brings the worker's mirror up to date (as
+    /// [`Stream::copy_new`]) and, under the same lock, takes what the viewer starts with —
+    /// metadata, sequence headers, the GOP cache — so nothing is missed or sent twice between
+    /// the start and the live frames that follow the mirror's end.
+    pub fn attach(
+        &self,
+        worker: usize,
+        from: u64,
+        into: &mut VecDeque<Arc<Frame>>,
+    ) -> (JoinStart, u64) {
+        let mut state = self.state();
+        let start = Stream::copy_locked(&mut state, worker, from, into);
+        let mut frames: Vec<Arc<Frame>> = Vec::with_capacity(3 + state.gop.frames().len());
+        frames.extend(state.metadata.iter().cloned());
+        frames.extend(state.video_header.iter().cloned());
+        frames.extend(state.audio_header.iter().cloned());
+        frames.extend(state.gop.frames().iter().cloned());
+        let has_keyframe = state.gop.frames().iter().any(|f| f.keyframe);
+        (
+            JoinStart {
+                frames,
+                has_keyframe,
+            },
+            start,
+        )
+    }
+
+    pub fn head_seq(&self) -> u64 {
+        Stream::head(&self.state())
+    }
+
+    pub fn is_published(&self) -> bool {
+        self.state().publisher.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn settings() -> StreamSettings {
+        StreamSettings {
+            chunk_size: 60_000,
+            gop_cache: true,
+            gop_cache_max_frames: 2500,
+            gop_cache_max_bytes: 1 << 24,
+        }
+    }
+
+    fn key(name: &str) -> StreamKey {
+        StreamKey {
+            vhost: "__defaultVhost__".into(),
+            app: "live".into(),
+            stream: name.into(),
+        }
+    }
+
+    fn frame(body: &'static [u8]) -> Arc<Frame> {
+        Arc::new(Frame::new(FrameKind::Video, 0, Bytes::from_static(body), 60_000).unwrap())
+    }
+
+    #[test]
+    fn second_publisher_is_busy_and_first_untouched() {
+        let hub = Hub::new(2);
+        let s = hub.publish(key("a"), &settings(), 1).unwrap();
+        assert_eq!(hub.publish(key("a"), &settings(), 2).err(), Some(PublishError::Busy("__defaultVhost__/live/a".into())));
+        assert!(s.is_published());
+        hub.unpublish(&s, 2); // not the publisher: ignored
+        assert!(s.is_published());
+        hub.unpublish(&s, 1);
+        assert_eq!(hub.stream_count(), 0);
+    }
+
+    #[test]
+    fn viewer_before_publisher_shares_the_stream() {
+        let hub = Hub::new(2);
+        let viewed = hub.join(key("b"), &settings(), 1);
+        let published = hub.publish(key("b"), &settings(), 7).unwrap();
+        assert!(Arc::ptr_eq(&viewed, &published));
+        let mut wake = Vec::new();
+        published.push(frame(&[0x17, 0, 0, 0, 0, 1]), &mut wake);
+        published.push(frame(&[0x17, 1, 0, 0, 0, 1]), &mut wake);
+        assert_eq!(wake, vec![1], "worker 1 woken once for two frames");
+        let mut mirror = VecDeque::new();
+        assert_eq!(viewed.copy_new(1, 0, &mut mirror), 0);
+        assert_eq!(mirror.len(), 2);
+        wake.clear();
+        published.push(frame(&[0x27, 1, 0, 0, 0, 1]), &mut wake);
+        assert_eq!(wake, vec![1], "woken again after syncing");
+        hub.unpublish(&published, 7);
+        assert_eq!(hub.stream_count(), 1, "the viewer keeps it");
+        hub.leave(&viewed, 1);
+        assert_eq!(hub.stream_count(), 0);
+    }
+
+    #[test]
+    fn join_start_has_headers_then_gop() {
+        let hub = Hub::new(1);
+        let s = hub.publish(key("c"), &settings(), 1).unwrap();
+        let mut wake = Vec::new();
+        s.push(frame(&[0x17, 0, 0, 0, 0, 1]), &mut wake); // sequence header
+        s.push(frame(&[0x17, 1, 0, 0, 0, 1]), &mut wake); // keyframe
+        s.push(frame(&[0x27, 1, 0, 0, 0, 1]), &mut wake);
+        let mut mirror = VecDeque::new();
+        let (start, first) = s.attach(0, 3, &mut mirror);
+        assert_eq!(first, 3);
+        assert!(mirror.is_empty());
+        assert!(start.has_keyframe);
+        assert_eq!(start.frames.len(), 3);
+        assert!(start.frames[0].sequence_header && start.frames[1].keyframe);
+    }
+
+    #[test]
+    fn stalled_worker_resyncs_past_the_log() {
+        let hub = Hub::new(1);
+        let s = hub.publish(key("d"), &settings(), 1).unwrap();
+        let mut wake = Vec::new();
+        for _ in 0..LOG_CAPACITY + 10 {
+            s.push(frame(&[0x27, 1, 0, 0, 0, 1]), &mut wake);
+        }
+        let mut mirror = VecDeque::new();
+        assert_eq!(s.copy_new(0, 0, &mut mirror), 10);
+        assert_eq!(mirror.len(), LOG_CAPACITY);
+    }
+}

@@ -1,0 +1,161 @@
+//! What a client asks for, in SRS's terms: vhost, app, stream and param, read from an RTMP
+//! `tcUrl`, the connect `app` and the publish/play stream name (`rtmp://host/app/stream?k=v`).
+//!
+//! The vhost is the `vhost=` (or `domain=`) parameter if present, else the tcUrl host; an
+//! unconfigured vhost falls back to `__defaultVhost__` (see `Config::vhost`), as in SRS.
+
+/// The parts of a publish or play request that identify a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// The vhost as requested (before falling back to the default vhost).
+    pub vhost: String,
+    pub app: String,
+    pub stream: String,
+    /// Query parameters with the leading `?` (SRS's `param`), empty when there are none.
+    pub param: String,
+    pub tc_url: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("empty stream name")]
+    EmptyStream,
+    #[error("empty app name")]
+    EmptyApp,
+    #[error("name too long ({0} bytes)")]
+    TooLong(usize),
+    #[error("name has forbidden characters: {0:?}")]
+    BadCharacters(String),
+}
+
+/// Longest app or stream name accepted (SRS has no hard limit; this keeps keys sane).
+const MAX_NAME: usize = 256;
+
+impl StreamRequest {
+    /// Builds the request from the connect command's `tcUrl` and `app` and the stream name of
+    /// a publish or play command.
+    pub fn from_rtmp(
+        tc_url: &str,
+        connect_app: &str,
+        stream_name: &str,
+    ) -> Result<StreamRequest, RequestError> {
+        let (host, url_app, url_query) = split_tc_url(tc_url);
+        let (app, app_query) = split_query(if connect_app.is_empty() {
+            url_app
+        } else {
+            connect_app
+        });
+        let (stream, stream_query) = split_query(stream_name);
+        let app = app.trim_matches('/');
+
+        // Every query part contributes; later ones win, as SRS merges them.
+        let mut params: Vec<&str> = Vec::new();
+        for query in [url_query, app_query, stream_query] {
+            params.extend(query.split('&').filter(|p| !p.is_empty()));
+        }
+        let vhost = params
+            .iter()
+            .rev()
+            .find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                matches!(k, "vhost" | "domain").then_some(v)
+            })
+            .unwrap_or(host);
+
+        validate(app).map_err(|e| match e {
+            RequestError::EmptyStream => RequestError::EmptyApp,
+            other => other,
+        })?;
+        validate(stream)?;
+        let param = if stream_query.is_empty() && app_query.is_empty() {
+            String::new()
+        } else if stream_query.is_empty() {
+            format!("?{app_query}")
+        } else {
+            format!("?{stream_query}")
+        };
+        Ok(StreamRequest {
+            vhost: vhost.to_string(),
+            app: app.to_string(),
+            stream: stream.to_string(),
+            param,
+            tc_url: tc_url.to_string(),
+        })
+    }
+
+    /// `app/stream`, the way logs and the API name a stream.
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.app, self.stream)
+    }
+}
+
+fn validate(name: &str) -> Result<(), RequestError> {
+    if name.is_empty() {
+        return Err(RequestError::EmptyStream);
+    }
+    if name.len() > MAX_NAME {
+        return Err(RequestError::TooLong(name.len()));
+    }
+    if name.chars().any(|c| c.is_control()) || name.split('/').any(|part| part == "..") {
+        return Err(RequestError::BadCharacters(name.to_string()));
+    }
+    Ok(())
+}
+
+/// `rtmp://host:port/app/inst?query` → (host, "app/inst", query).
+fn split_tc_url(tc_url: &str) -> (&str, &str, &str) {
+    let rest = tc_url.split_once("://").map_or(tc_url, |(_, rest)| rest);
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = match authority.strip_prefix('[') {
+        // [::1]:1935
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    let (path, query) = split_query(path);
+    (host, path, query)
+}
+
+fn split_query(s: &str) -> (&str, &str) {
+    s.split_once('?').unwrap_or((s, ""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_url() {
+        let r = StreamRequest::from_rtmp("rtmp://127.0.0.1:1935/live", "live", "cap").unwrap();
+        assert_eq!((r.vhost.as_str(), r.app.as_str(), r.stream.as_str()), ("127.0.0.1", "live", "cap"));
+        assert_eq!(r.param, "");
+        assert_eq!(r.path(), "live/cap");
+    }
+
+    #[test]
+    fn params_and_vhost() {
+        let r = StreamRequest::from_rtmp("rtmp://1.2.3.4/live", "live", "cap?token=abc&vhost=v.example")
+            .unwrap();
+        assert_eq!(r.vhost, "v.example");
+        assert_eq!(r.stream, "cap");
+        assert_eq!(r.param, "?token=abc&vhost=v.example");
+        let r = StreamRequest::from_rtmp("rtmp://h/live?vhost=a.b", "live?vhost=a.b", "s").unwrap();
+        assert_eq!((r.vhost.as_str(), r.app.as_str()), ("a.b", "live"));
+        let r = StreamRequest::from_rtmp("rtmp://[::1]:1935/live", "", "s").unwrap();
+        assert_eq!((r.vhost.as_str(), r.app.as_str()), ("::1", "live"));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        assert_eq!(
+            StreamRequest::from_rtmp("rtmp://h/live", "live", ""),
+            Err(RequestError::EmptyStream)
+        );
+        assert_eq!(
+            StreamRequest::from_rtmp("rtmp://h/", "", "s"),
+            Err(RequestError::EmptyApp)
+        );
+        assert!(StreamRequest::from_rtmp("rtmp://h/live", "live", "a/../b").is_err());
+        assert!(StreamRequest::from_rtmp("rtmp://h/live", "live", &"x".repeat(300)).is_err());
+        assert!(StreamRequest::from_rtmp("rtmp://h/live", "live", "a\nb").is_err());
+    }
+}

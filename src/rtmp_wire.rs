@@ -1,0 +1,117 @@
+//! RTMP output of hub frames: the bytes every viewer shares (the chunked body, built once per
+//! frame) and the few bytes each viewer writes itself (the first chunk header, which carries
+//! its own timestamp and message stream id).
+
+use bytes::{Bytes, BytesMut};
+use sluice_proto::rtmp::chunk::{EXTENDED_TIMESTAMP, MAX_CHUNK_HEADER_LEN};
+use sluice_proto::rtmp::{
+    CSID_AUDIO, CSID_DATA, CSID_VIDEO, MessageHeader, chunked_body_len, write_chunked_body,
+    write_fmt0_header,
+};
+
+use crate::hub::{Frame, FrameKind};
+
+const TYPE_AUDIO: u8 = 8;
+const TYPE_VIDEO: u8 = 9;
+const TYPE_DATA_AMF0: u8 = 18;
+
+fn csid_and_type(kind: FrameKind) -> (u32, u8) {
+    match kind {
+        FrameKind::Audio => (CSID_AUDIO, TYPE_AUDIO),
+        FrameKind::Video => (CSID_VIDEO, TYPE_VIDEO),
+        FrameKind::Metadata => (CSID_DATA, TYPE_DATA_AMF0),
+    }
+}
+
+/// The payload chunked at `chunk_size` without its first header. A payload that fits in one
+/// chunk is its own body: no copy.
+pub fn shared_body(kind: FrameKind, payload: &Bytes, chunk_size: u32) -> Bytes {
+    if payload.len() <= chunk_size as usize {
+        return payload.clone();
+    }
+    let (csid, _) = csid_and_type(kind);
+    let mut body = BytesMut::with_capacity(chunked_body_len(payload.len(), chunk_size, csid, None));
+    write_chunked_body(&mut body, payload, chunk_size, csid, None);
+    body.freeze()
+}
+
+/// A viewer's first chunk header for a frame, on the stack.
+pub struct ViewerHeader {
+    bytes: [u8; MAX_CHUNK_HEADER_LEN],
+    len: usize,
+}
+
+impl ViewerHeader {
+    pub fn new(frame: &Frame, timestamp: u32, message_stream_id: u32) -> ViewerHeader {
+        let (csid, type_id) = csid_and_type(frame.kind);
+        let header = MessageHeader {
+            timestamp,
+            length: frame.payload.len() as u32,
+            type_id,
+            stream_id: message_stream_id,
+        };
+        let mut bytes = [0u8; MAX_CHUNK_HEADER_LEN];
+        let mut out = &mut bytes[..];
+        write_fmt0_header(&mut out, csid, &header);
+        let len = MAX_CHUNK_HEADER_LEN - out.len();
+        ViewerHeader { bytes, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The body this viewer must send after its header: the shared one, unless its timestamp
+/// needs the extended field repeated in every continuation chunk (after ~4.6 hours of play),
+/// which makes the body specific to it.
+pub fn viewer_body(frame: &Frame, timestamp: u32, chunk_size: u32) -> Bytes {
+    if timestamp < EXTENDED_TIMESTAMP || frame.payload.len() <= chunk_size as usize {
+        return frame.rtmp_body.clone();
+    }
+    let (csid, _) = csid_and_type(frame.kind);
+    let extended = Some(timestamp);
+    let mut body =
+        BytesMut::with_capacity(chunked_body_len(frame.payload.len(), chunk_size, csid, extended));
+    write_chunked_body(&mut body, &frame.payload, chunk_size, csid, extended);
+    body.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_proto::rtmp::{ChunkReader, ChunkReaderConfig};
+
+    use super::*;
+
+    fn read_back(wire: &[u8], chunk_size: u32) -> Vec<(MessageHeader, Bytes)> {
+        let mut reader = ChunkReader::new(ChunkReaderConfig::default());
+        reader.set_chunk_size(chunk_size).unwrap();
+        reader
+            .read_all(wire)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.header, m.payload))
+            .collect()
+    }
+
+    #[test]
+    fn header_plus_shared_body_is_a_valid_message() {
+        let payload: Vec<u8> = std::iter::once(0x17)
+            .chain((0..300_000u32).map(|i| i as u8))
+            .collect();
+        for chunk_size in [128, 4096, 60_000] {
+            for timestamp in [0, 1234, EXTENDED_TIMESTAMP + 5] {
+                let frame =
+                    Frame::new(FrameKind::Video, 99, Bytes::from(payload.clone()), chunk_size).unwrap();
+                let mut wire = ViewerHeader::new(&frame, timestamp, 1).as_bytes().to_vec();
+                wire.extend_from_slice(&viewer_body(&frame, timestamp, chunk_size));
+                let messages = read_back(&wire, chunk_size);
+                assert_eq!(messages.len(), 1);
+                assert_eq!(messages[0].0.timestamp, timestamp);
+                assert_eq!(messages[0].0.type_id, TYPE_VIDEO);
+                assert_eq!(messages[0].0.stream_id, 1);
+                assert_eq!(messages[0].1, frame.payload);
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Protocol sessions: each glues a `sluice_proto` state machine to a driver connection and to
+//! the hub. [`Ctx`] is what a session may touch while it handles an event.
+
+pub mod rtmp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_ring::{ConnId, Driver};
+
+use crate::hub::local::{Cursor, LocalStream};
+use crate::hub::{Frame, JoinStart, Stream, StreamKey, StreamSettings};
+use crate::worker::Shared;
+
+/// Who a connection is, for logs and (later) the API.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Process-unique serial number.
+    pub serial: u64,
+    /// Short id shown in logs and the API, SRS-style.
+    pub id: String,
+    pub peer: SocketAddr,
+    pub conn: ConnId,
+    pub started: Instant,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl ClientInfo {
+    pub fn new(serial: u64, conn: ConnId, peer: SocketAddr, now: Instant) -> ClientInfo {
+        ClientInfo {
+            serial,
+            id: client_id(serial),
+            peer,
+            conn,
+            started: now,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+}
+
+/// An 8-character id from a serial number: distinct for distinct serials, not sequential to
+/// the eye (a bijective mix of the serial, in base 36).
+fn client_id(serial: u64) -> String {
+    let mut x = serial.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 32;
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..8)
+        .map(|_| {
+            let digit = DIGITS[(x % 36) as usize] as char;
+            x /= 36;
+            digit
+        })
+        .collect()
+}
+
+/// What a session may use while handling one event.
+pub struct Ctx<'a> {
+    pub conn: ConnId,
+    pub now: Instant,
+    pub worker: usize,
+    pub driver: &'a mut Driver,
+    pub shared: &'a Shared,
+    pub locals: &'a mut HashMap<u64, LocalStream>,
+    pub wake: &'a mut Vec<usize>,
+    pub pending_wakes: &'a mut Vec<(usize, Arc<Stream>)>,
+    pub dirty: &'a mut Vec<u64>,
+}
+
+impl Ctx<'_> {
+    /// Appends a publisher's frame to its stream and notes which workers to wake at the end of
+    /// this batch.
+    pub fn publish_frame(&mut self, stream: &Arc<Stream>, frame: Arc<Frame>) {
+        stream.push(frame, self.wake);
+        for worker in self.wake.drain(..) {
+            if !self
+                .pending_wakes
+                .iter()
+                .any(|(w, s)| *w == worker && Arc::ptr_eq(s, stream))
+            {
+                self.pending_wakes.push((worker, stream.clone()));
+            }
+        }
+    }
+
+    /// Makes this connection a viewer of a stream on this worker: returns the stream, what to
+    /// send first, and the cursor for live frames.
+    pub fn join(&mut self, key: StreamKey, settings: &StreamSettings) -> (Arc<Stream>, JoinStart, Cursor) {
+        let stream = self.shared.hub.join(key, settings, self.worker);
+        let local = self
+            .locals
+            .entry(stream.id)
+            .or_insert_with(|| LocalStream::new(stream.clone(), stream.head_seq(), self.now));
+        let start = local.attach(self.worker);
+        local.viewers.push(self.conn);
+        let cursor = Cursor::new(local.end(), !start.has_keyframe);
+        if local.unflushed > 0 && !self.dirty.contains(&stream.id) {
+            // Frames the attach copied for the other viewers: write them at the batch end.
+            self.dirty.push(stream.id);
+        }
+        (stream, start, cursor)
+    }
+
+    pub fn leave(&mut self, stream: &Arc<Stream>) {
+        if let Some(local) = self.locals.get_mut(&stream.id) {
+            local.viewers.retain(|c| *c != self.conn);
+            if local.viewers.is_empty() {
+                self.locals.remove(&stream.id);
+            }
+        }
+        self.shared.hub.leave(stream, self.worker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_id;
+
+    #[test]
+    fn client_ids_are_short_and_distinct() {
+        let ids: std::collections::HashSet<String> = (1..10_000).map(client_id).collect();
+        assert_eq!(ids.len(), 9_999);
+        assert!(ids.iter().all(|id| id.len() == 8));
+    }
+}

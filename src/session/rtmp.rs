@@ -1,0 +1,469 @@
+//! RTMP sessions: a `sluice_proto` [`ServerSession`] on a driver connection. A publisher's
+//! media goes into its hub stream; a player gets the stream's start (metadata, sequence
+//! headers, GOP cache) and then live frames from its worker's mirror, each as its own chunk
+//! header plus the frame's shared chunked body.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_proto::flv;
+use sluice_proto::rtmp::{
+    MediaKind, MediaMessage, PlayRequest, PublishRequest, ServerSession, SessionConfig,
+    SessionError, SessionEvent, SessionOutput,
+};
+use sluice_ring::{CloseReason, ConnId, Driver};
+
+use super::{ClientInfo, Ctx};
+use crate::config::{Config, PlayConfig, PublishConfig};
+use crate::hub::local::Cursor;
+use crate::hub::{Frame, FrameKind, PublishError, Stream, StreamKey, StreamSettings};
+use crate::request::StreamRequest;
+use crate::rtmp_wire::{ViewerHeader, viewer_body};
+
+/// A player gets more frames only while less than this is queued on its socket: enough for a
+/// merged write of a few hundred ms at high bitrates, small enough that a stuck player holds
+/// little memory.
+const PLAYER_HIGH_WATER: usize = 512 * 1024;
+
+pub struct RtmpSession {
+    pub client: ClientInfo,
+    proto: ServerSession,
+    tc_url: String,
+    app: String,
+    role: Role,
+    /// The client must be publishing or playing by then.
+    setup_deadline: Instant,
+    /// Why we closed it, for the leave log line.
+    close_reason: Option<String>,
+}
+
+enum Role {
+    Idle,
+    Publisher(Publisher),
+    Player(Box<Player>),
+}
+
+struct Publisher {
+    stream: Arc<Stream>,
+    request: StreamRequest,
+    message_stream_id: u32,
+    timeouts: PublishConfig,
+    started: Instant,
+    last_media: Option<Instant>,
+}
+
+struct Player {
+    stream: Arc<Stream>,
+    request: StreamRequest,
+    message_stream_id: u32,
+    cursor: Cursor,
+    config: PlayConfig,
+    chunk_size: u32,
+    /// Last time the socket took data (queue drained below the high-water mark).
+    last_progress: Instant,
+    reported_skips: u64,
+}
+
+impl RtmpSession {
+    pub fn new(client: ClientInfo, config: &Config, now: Instant) -> RtmpSession {
+        let (_, vhost) = config.vhost(crate::config::DEFAULT_VHOST);
+        let proto = ServerSession::new(SessionConfig {
+            out_chunk_size: vhost.chunk_size,
+            max_in_chunk_size: config.rtmp.max_chunk_size,
+            max_message_len: config.rtmp.max_message_size,
+            random_seed: client.serial ^ 0x5EED_0F_5E55_1000,
+            ..SessionConfig::default()
+        });
+        RtmpSession {
+            client,
+            proto,
+            tc_url: String::new(),
+            app: String::new(),
+            role: Role::Idle,
+            setup_deadline: now + config.handshake_timeout(),
+            close_reason: None,
+        }
+    }
+
+    pub fn conn_hint(&self) -> ConnId {
+        self.client.conn
+    }
+
+    pub fn set_close_reason(&mut self, reason: &str) {
+        self.close_reason.get_or_insert_with(|| reason.to_string());
+    }
+
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), SessionError> {
+        self.client.bytes_in += data.len() as u64;
+        if let Role::Publisher(publisher) = &mut self.role {
+            publisher.last_media.get_or_insert(now);
+        }
+        self.proto.handle_input(now, data)
+    }
+
+    /// Acts on what the protocol produced from the last input; closes on a protocol error.
+    pub fn after_input(&mut self, result: Result<(), SessionError>, ctx: &mut Ctx<'_>) {
+        self.drive(ctx);
+        if let Err(e) = result {
+            tracing::warn!(
+                client = %self.client.id,
+                peer = %self.client.peer,
+                error = %e,
+                "rtmp protocol error; closing the connection"
+            );
+            self.close(ctx, format!("protocol error: {e}"));
+        }
+    }
+
+    /// Sends what the protocol wants sent and handles its events, in order. Also called mid-event
+    /// so status replies go out before the media written after them.
+    fn drive(&mut self, ctx: &mut Ctx<'_>) {
+        while let Some(output) = self.proto.poll_output() {
+            match output {
+                SessionOutput::Transmit(bytes) => self.transmit(ctx, bytes),
+                SessionOutput::Event(event) => self.on_event(event, ctx),
+            }
+        }
+    }
+
+    fn transmit(&mut self, ctx: &mut Ctx<'_>, bytes: Bytes) {
+        self.client.bytes_out += bytes.len() as u64;
+        ctx.driver.send(ctx.conn, bytes);
+    }
+
+    fn on_event(&mut self, event: SessionEvent, ctx: &mut Ctx<'_>) {
+        match event {
+            SessionEvent::Connect(request) => {
+                self.tc_url = request.tc_url.clone();
+                self.app = request.app.clone();
+                tracing::debug!(client = %self.client.id, tc_url = %request.tc_url, app = %request.app, "rtmp connect");
+                self.proto.accept_connect();
+            }
+            SessionEvent::Publish(request) => self.start_publish(request, ctx),
+            SessionEvent::Play(request) => self.start_play(request, ctx),
+            SessionEvent::Pause {
+                stream_id: _,
+                paused,
+                ..
+            } => {
+                if let Role::Player(player) = &mut self.role {
+                    if paused {
+                        player.cursor.paused = true;
+                    } else if let Some(local) = ctx.locals.get(&player.stream.id) {
+                        player.cursor.resume(local);
+                    }
+                }
+            }
+            SessionEvent::Unpublish { stream_id } | SessionEvent::CloseStream { stream_id } => {
+                self.stop_role(stream_id, ctx);
+            }
+            SessionEvent::Media(message) => self.on_media(message, ctx),
+            SessionEvent::UnknownCommand { name } => {
+                tracing::debug!(client = %self.client.id, command = %name, "ignoring unknown rtmp command");
+            }
+        }
+    }
+
+    fn stream_request(&self, stream_name: &str) -> Result<StreamRequest, String> {
+        StreamRequest::from_rtmp(&self.tc_url, &self.app, stream_name).map_err(|e| e.to_string())
+    }
+
+    fn stream_key(request: &StreamRequest, config: &Config) -> (StreamKey, StreamSettings) {
+        let (vhost_name, vhost) = config.vhost(&request.vhost);
+        let key = StreamKey {
+            vhost: vhost_name.to_string(),
+            app: request.app.clone(),
+            stream: request.stream.clone(),
+        };
+        let settings = StreamSettings {
+            chunk_size: vhost.chunk_size,
+            gop_cache: vhost.play.gop_cache,
+            gop_cache_max_frames: vhost.play.gop_cache_max_frames,
+            gop_cache_max_bytes: vhost.play.gop_cache_max_bytes,
+        };
+        (key, settings)
+    }
+
+    fn start_publish(&mut self, request: PublishRequest, ctx: &mut Ctx<'_>) {
+        let stream_id = request.stream_id;
+        if !matches!(self.role, Role::Idle) {
+            self.proto.reject_publish(
+                stream_id,
+                "NetStream.Publish.BadName",
+                "this connection is already publishing or playing",
+            );
+            self.close_after_flush(ctx, "publish on a busy connection".into());
+            return;
+        }
+        let parsed = match self.stream_request(&request.stream_name) {
+            Ok(parsed) => parsed,
+            Err(why) => {
+                self.proto
+                    .reject_publish(stream_id, "NetStream.Publish.BadName", &why);
+                self.close_after_flush(ctx, format!("bad publish name: {why}"));
+                return;
+            }
+        };
+        let (key, settings) = Self::stream_key(&parsed, &ctx.shared.config);
+        match ctx.shared.hub.publish(key, &settings, self.client.serial) {
+            Ok(stream) => {
+                self.proto.accept_publish(stream_id);
+                tracing::info!(
+                    client = %self.client.id,
+                    peer = %self.client.peer,
+                    vhost = %stream.key.vhost,
+                    stream = %parsed.path(),
+                    param = %parsed.param,
+                    "publish started"
+                );
+                let (_, vhost) = ctx.shared.config.vhost(&parsed.vhost);
+                self.role = Role::Publisher(Publisher {
+                    stream,
+                    request: parsed,
+                    message_stream_id: stream_id,
+                    timeouts: vhost.publish.clone(),
+                    started: ctx.now,
+                    last_media: None,
+                });
+            }
+            Err(PublishError::Busy(name)) => {
+                tracing::warn!(client = %self.client.id, peer = %self.client.peer, stream = %name, "publish refused: stream is busy");
+                self.proto.reject_publish(
+                    stream_id,
+                    "NetStream.Publish.BadName",
+                    "Stream is busy: another client is publishing it",
+                );
+                self.close_after_flush(ctx, format!("stream {name} busy"));
+            }
+        }
+    }
+
+    fn start_play(&mut self, request: PlayRequest, ctx: &mut Ctx<'_>) {
+        let stream_id = request.stream_id;
+        if !matches!(self.role, Role::Idle) {
+            self.proto.reject_play(
+                stream_id,
+                "NetStream.Play.Failed",
+                "this connection is already publishing or playing",
+            );
+            self.close_after_flush(ctx, "play on a busy connection".into());
+            return;
+        }
+        let parsed = match self.stream_request(&request.stream_name) {
+            Ok(parsed) => parsed,
+            Err(why) => {
+                self.proto
+                    .reject_play(stream_id, "NetStream.Play.StreamNotFound", &why);
+                self.close_after_flush(ctx, format!("bad play name: {why}"));
+                return;
+            }
+        };
+        let (key, settings) = Self::stream_key(&parsed, &ctx.shared.config);
+        let (_, vhost) = ctx.shared.config.vhost(&parsed.vhost);
+        let config = vhost.play.clone();
+        self.proto.accept_play(stream_id);
+        self.drive(ctx);
+        let (stream, start, cursor) = ctx.join(key, &settings);
+        tracing::info!(
+            client = %self.client.id,
+            peer = %self.client.peer,
+            vhost = %stream.key.vhost,
+            stream = %parsed.path(),
+            param = %parsed.param,
+            published = stream.is_published(),
+            "play started"
+        );
+        let mut player = Box::new(Player {
+            stream,
+            request: parsed,
+            message_stream_id: stream_id,
+            cursor,
+            config,
+            chunk_size: settings.chunk_size,
+            last_progress: ctx.now,
+            reported_skips: 0,
+        });
+        for frame in &start.frames {
+            if let Some(out) = player.cursor.admit(frame) {
+                self.client.bytes_out +=
+                    write_frame(ctx.driver, ctx.conn, &player, out.frame, out.timestamp);
+            }
+        }
+        self.role = Role::Player(player);
+    }
+
+    fn stop_role(&mut self, stream_id: u32, ctx: &mut Ctx<'_>) {
+        let matches = match &self.role {
+            Role::Publisher(p) => p.message_stream_id == stream_id,
+            Role::Player(p) => p.message_stream_id == stream_id,
+            Role::Idle => false,
+        };
+        if matches {
+            self.leave_role(ctx, "stream closed by client");
+        }
+    }
+
+    /// Leaves the hub: a publisher frees its stream, a player stops being a viewer.
+    fn leave_role(&mut self, ctx: &mut Ctx<'_>, why: &str) {
+        match std::mem::replace(&mut self.role, Role::Idle) {
+            Role::Publisher(p) => {
+                ctx.shared.hub.unpublish(&p.stream, self.client.serial);
+                tracing::info!(client = %self.client.id, stream = %p.request.path(), reason = why, "publish stopped");
+            }
+            Role::Player(p) => {
+                ctx.leave(&p.stream);
+                if p.cursor.skips > 0 {
+                    tracing::info!(
+                        client = %self.client.id,
+                        skipped_frames = p.cursor.skipped_frames,
+                        skips = p.cursor.skips,
+                        "player fell behind during play"
+                    );
+                }
+            }
+            Role::Idle => {}
+        }
+    }
+
+    fn on_media(&mut self, message: MediaMessage, ctx: &mut Ctx<'_>) {
+        let Role::Publisher(publisher) = &mut self.role else {
+            return;
+        };
+        publisher.last_media = Some(ctx.now);
+        let (kind, payload) = match message.kind {
+            MediaKind::Audio => (FrameKind::Audio, message.payload),
+            MediaKind::Video => (FrameKind::Video, message.payload),
+            MediaKind::Data => match flv::metadata_body(&message.payload) {
+                Some(body) => (FrameKind::Metadata, body),
+                // Other data messages (cue points, text) are not relayed, as in SRS.
+                None => return,
+            },
+        };
+        let chunk_size = publisher.stream.settings.chunk_size;
+        if let Some(frame) = Frame::new(kind, message.timestamp, payload, chunk_size) {
+            let stream = publisher.stream.clone();
+            ctx.publish_frame(&stream, Arc::new(frame));
+        }
+    }
+
+    /// Writes the frames a player has not had yet, as far as its socket keeps up. Returns its
+    /// cursor (the oldest frame it still needs) so the mirror can drop older ones.
+    pub fn write_pending(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
+        let Role::Player(player) = &mut self.role else {
+            return None;
+        };
+        let Ctx {
+            conn,
+            now,
+            driver,
+            locals,
+            ..
+        } = ctx;
+        let local = locals.get(&player.stream.id)?;
+        if driver.pending_bytes(*conn) < PLAYER_HIGH_WATER {
+            player.last_progress = *now;
+        }
+        let mut written = 0;
+        while driver.pending_bytes(*conn) < PLAYER_HIGH_WATER {
+            let Some(out) = player.cursor.next(local, player.config.queue_length_ms) else {
+                break;
+            };
+            written += write_frame(driver, *conn, player, out.frame, out.timestamp);
+        }
+        self.client.bytes_out += written;
+        if player.cursor.skips > player.reported_skips {
+            player.reported_skips = player.cursor.skips;
+            tracing::debug!(
+                client = %self.client.id,
+                skipped_frames = player.cursor.skipped_frames,
+                "player too slow: skipped to the newest keyframe"
+            );
+        }
+        Some(player.cursor.next)
+    }
+
+    /// The socket took everything queued: a player can take more.
+    pub fn drained(&mut self, ctx: &mut Ctx<'_>) {
+        if matches!(self.role, Role::Player(_)) {
+            self.write_pending(ctx);
+        }
+    }
+
+    pub fn check_timeouts(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let expired = match &self.role {
+            Role::Idle => (now >= self.setup_deadline)
+                .then(|| "no publish or play before the handshake timeout".to_string()),
+            Role::Publisher(p) => match p.last_media {
+                None if now >= p.started + Duration::from_millis(p.timeouts.firstpkt_timeout_ms) => {
+                    Some("publisher sent no media (firstpkt_timeout)".into())
+                }
+                Some(last)
+                    if now >= last + Duration::from_millis(p.timeouts.normal_timeout_ms) =>
+                {
+                    Some("publisher idle (normal_timeout)".into())
+                }
+                _ => None,
+            },
+            Role::Player(p) => {
+                let stalled = ctx.driver.pending_bytes(ctx.conn) >= PLAYER_HIGH_WATER
+                    && now >= p.last_progress + Duration::from_millis(p.config.send_timeout_ms);
+                stalled.then(|| "player stopped reading (send_timeout)".into())
+            }
+        };
+        if let Some(reason) = expired {
+            tracing::warn!(client = %self.client.id, peer = %self.client.peer, reason = %reason, "closing connection");
+            self.close(ctx, reason);
+        }
+    }
+
+    fn close(&mut self, ctx: &mut Ctx<'_>, reason: String) {
+        self.close_reason.get_or_insert(reason);
+        ctx.driver.close(ctx.conn);
+    }
+
+    fn close_after_flush(&mut self, ctx: &mut Ctx<'_>, reason: String) {
+        // Send the status that says why, then close.
+        self.drive(ctx);
+        self.close_reason.get_or_insert(reason);
+        ctx.driver.close_after_flush(ctx.conn);
+    }
+
+    /// The connection is gone: leave the hub and log the client's summary.
+    pub fn closed(&mut self, reason: CloseReason, ctx: &mut Ctx<'_>) {
+        let (role, stream) = match &self.role {
+            Role::Idle => ("none", String::new()),
+            Role::Publisher(p) => ("publisher", format!("{}/{}", p.stream.key.vhost, p.request.path())),
+            Role::Player(p) => ("player", format!("{}/{}", p.stream.key.vhost, p.request.path())),
+        };
+        let why = self
+            .close_reason
+            .clone()
+            .unwrap_or_else(|| reason.to_string());
+        self.leave_role(ctx, &why);
+        tracing::info!(
+            client = %self.client.id,
+            peer = %self.client.peer,
+            proto = "rtmp",
+            role,
+            stream = %stream,
+            bytes_in = self.client.bytes_in,
+            bytes_out = self.client.bytes_out,
+            duration_ms = ctx.now.saturating_duration_since(self.client.started).as_millis() as u64,
+            reason = %why,
+            "client left"
+        );
+    }
+}
+
+/// Queues one frame for a player: its own chunk header, then the shared body. Returns the
+/// bytes queued.
+fn write_frame(driver: &mut Driver, conn: ConnId, player: &Player, frame: &Frame, timestamp: u32) -> u64 {
+    let header = ViewerHeader::new(frame, timestamp, player.message_stream_id);
+    let body = viewer_body(frame, timestamp, player.chunk_size);
+    let len = header.as_bytes().len() + body.len();
+    driver.send_copy(conn, header.as_bytes());
+    driver.send(conn, body);
+    len as u64
+}

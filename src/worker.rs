@@ -1,0 +1,406 @@
+//! A worker: one thread, one I/O driver, its own listeners (`SO_REUSEPORT`), its connections
+//! and its mirrors of the streams its viewers watch. Workers talk to each other only through
+//! the hub (shared stream logs) and each other's inbox + waker.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_ring::{CloseReason, ConnId, Driver, Event, ListenerId, Waker};
+
+use crate::config::Config;
+use crate::hub::local::LocalStream;
+use crate::hub::{Hub, Stream};
+use crate::session::rtmp::RtmpSession;
+use crate::session::{ClientInfo, Ctx};
+
+/// How often idle timeouts are checked.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+/// After a shutdown request, how long open connections get to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// Messages between workers.
+pub enum WorkerMsg {
+    /// A stream this worker has viewers of got new frames.
+    StreamUpdated(Arc<Stream>),
+    /// Stop accepting, close every connection, exit.
+    Shutdown,
+}
+
+/// How other threads reach a worker.
+pub struct WorkerLink {
+    pub waker: Waker,
+    inbox: Mutex<Vec<WorkerMsg>>,
+}
+
+impl WorkerLink {
+    pub fn new(waker: Waker) -> WorkerLink {
+        WorkerLink {
+            waker,
+            inbox: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn post(&self, msg: WorkerMsg) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(msg);
+        self.waker.wake();
+    }
+
+    fn take(&self, into: &mut Vec<WorkerMsg>) {
+        into.append(&mut self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// State every worker shares.
+pub struct Shared {
+    pub config: Config,
+    pub hub: Hub,
+    pub links: Vec<WorkerLink>,
+    /// Open client connections across all workers (for `max_connections`).
+    pub connections: AtomicUsize,
+    next_client: AtomicU64,
+    pub shutting_down: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(config: Config, links: Vec<WorkerLink>) -> Shared {
+        Shared {
+            hub: Hub::new(links.len()),
+            config,
+            links,
+            connections: AtomicUsize::new(0),
+            next_client: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for link in &self.links {
+            link.post(WorkerMsg::Shutdown);
+        }
+    }
+}
+
+/// What a connection is speaking.
+pub enum Session {
+    Rtmp(Box<RtmpSession>),
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub driver: Driver,
+    rtmp_listener: ListenerId,
+    sessions: Vec<Option<Session>>,
+    pub locals: HashMap<u64, LocalStream>,
+    /// Streams published here that got frames in this batch: (stream, workers to wake).
+    pub wake: Vec<usize>,
+    pending_wakes: Vec<(usize, Arc<Stream>)>,
+    /// Local streams with frames to sync into their mirror.
+    dirty: Vec<u64>,
+    inbox: Vec<WorkerMsg>,
+    next_housekeeping: Instant,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl Worker {
+    /// A worker around a driver already listening for RTMP; run it on the driver's thread.
+    pub fn new(id: usize, driver: Driver, rtmp_listener: ListenerId, shared: Arc<Shared>) -> Worker {
+        Worker {
+            id,
+            shared,
+            driver,
+            rtmp_listener,
+            sessions: Vec::new(),
+            locals: HashMap::new(),
+            wake: Vec::new(),
+            pending_wakes: Vec::new(),
+            dirty: Vec::new(),
+            inbox: Vec::new(),
+            next_housekeeping: Instant::now() + HOUSEKEEPING_INTERVAL,
+            shutdown_deadline: None,
+        }
+    }
+
+    /// The event loop; returns after a shutdown once every connection is closed.
+    pub fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            let timeout = self.next_deadline(now).saturating_duration_since(now);
+            if let Err(e) = self.driver.wait(Some(timeout)) {
+                tracing::error!(worker = self.id, error = %e, "I/O driver failed; worker stops");
+                return;
+            }
+            let now = Instant::now();
+            while let Some(event) = self.driver.next_event() {
+                self.handle_event(event, now);
+            }
+            self.deliver_wakes();
+            self.sync_dirty(now);
+            self.flush_due(now);
+            if now >= self.next_housekeeping {
+                self.housekeeping(now);
+                self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.driver.connection_count() == 0 {
+                    return;
+                }
+                if now >= deadline {
+                    tracing::warn!(
+                        worker = self.id,
+                        open = self.driver.connection_count(),
+                        "shutdown grace period over; exiting with connections open"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let mut deadline = self.next_housekeeping;
+        for local in self.locals.values() {
+            if local.unflushed > 0 {
+                let mw = self.mw_latency(local);
+                deadline = deadline.min(local.last_flush + mw);
+            }
+        }
+        if let Some(shutdown) = self.shutdown_deadline {
+            deadline = deadline.min(shutdown);
+        }
+        deadline.max(now)
+    }
+
+    fn mw_latency(&self, local: &LocalStream) -> Duration {
+        let (_, vhost) = self.shared.config.vhost(&local.stream.key.vhost);
+        Duration::from_millis(vhost.play.mw_latency_ms)
+    }
+
+    fn handle_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Accepted { listener, conn, peer } => self.accepted(listener, conn, peer, now),
+            Event::Received { conn, buf } => {
+                let mut session = self.take_session(conn);
+                if let Some(Session::Rtmp(rtmp)) = &mut session {
+                    let data = self.driver.recv_data(&buf);
+                    let result = rtmp.handle_input(now, data);
+                    self.driver.release(buf);
+                    rtmp.after_input(result, &mut self.ctx(conn, now));
+                } else {
+                    self.driver.release(buf);
+                }
+                self.put_session(conn, session);
+            }
+            Event::Drained { conn } => {
+                let mut session = self.take_session(conn);
+                if let Some(Session::Rtmp(rtmp)) = &mut session {
+                    rtmp.drained(&mut self.ctx(conn, now));
+                }
+                self.put_session(conn, session);
+            }
+            Event::Closed { conn, reason } => self.closed(conn, reason, now),
+            Event::Woken => {
+                let mut inbox = std::mem::take(&mut self.inbox);
+                for link in [&self.shared.links[self.id]] {
+                    link.take(&mut inbox);
+                }
+                for msg in inbox.drain(..) {
+                    match msg {
+                        WorkerMsg::StreamUpdated(stream) => self.mark_dirty(stream.id),
+                        WorkerMsg::Shutdown => self.begin_shutdown(now),
+                    }
+                }
+                self.inbox = inbox;
+            }
+        }
+    }
+
+    fn accepted(&mut self, listener: ListenerId, conn: ConnId, peer: SocketAddr, now: Instant) {
+        debug_assert_eq!(listener, self.rtmp_listener);
+        let open = self.shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+        let serial = self.shared.next_client.fetch_add(1, Ordering::Relaxed);
+        let client = ClientInfo::new(serial, conn, peer, now);
+        if open > self.shared.config.max_connections || self.shutdown_deadline.is_some() {
+            tracing::warn!(
+                client = %client.id,
+                %peer,
+                max_connections = self.shared.config.max_connections,
+                "refusing connection: too many connections"
+            );
+            self.driver.close(conn);
+            // Counted until its Closed event, like every connection.
+            return;
+        }
+        tracing::info!(client = %client.id, %peer, proto = "rtmp", worker = self.id, "client connected");
+        let session = RtmpSession::new(client, &self.shared.config, now);
+        self.put_session(conn, Some(Session::Rtmp(Box::new(session))));
+    }
+
+    fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+        if let Some(Session::Rtmp(mut rtmp)) = self.take_session(conn) {
+            rtmp.closed(reason, &mut self.ctx(conn, now));
+        }
+    }
+
+    pub fn ctx(&mut self, conn: ConnId, now: Instant) -> Ctx<'_> {
+        Ctx {
+            conn,
+            now,
+            worker: self.id,
+            driver: &mut self.driver,
+            shared: &self.shared,
+            locals: &mut self.locals,
+            wake: &mut self.wake,
+            pending_wakes: &mut self.pending_wakes,
+            dirty: &mut self.dirty,
+        }
+    }
+
+    fn take_session(&mut self, conn: ConnId) -> Option<Session> {
+        let slot = self.sessions.get_mut(conn.index())?;
+        match slot {
+            Some(Session::Rtmp(rtmp)) if rtmp.conn_hint() == conn => slot.take(),
+            _ => None,
+        }
+    }
+
+    fn put_session(&mut self, conn: ConnId, session: Option<Session>) {
+        // A session that asked to close stays until its Closed event, so its log line and
+        // cleanup happen once, there.
+        let Some(session) = session else { return };
+        let index = conn.index();
+        if self.sessions.len() <= index {
+            self.sessions.resize_with(index + 1, || None);
+        }
+        self.sessions[index] = Some(session);
+    }
+
+    fn mark_dirty(&mut self, stream_id: u64) {
+        if !self.dirty.contains(&stream_id) {
+            self.dirty.push(stream_id);
+        }
+    }
+
+    /// Tells other workers about frames published here in this batch: one inbox push and one
+    /// wake per (worker, stream) per batch.
+    fn deliver_wakes(&mut self) {
+        let mut woken: Vec<usize> = Vec::new();
+        for (worker, stream) in self.pending_wakes.drain(..) {
+            if worker == self.id {
+                if !self.dirty.contains(&stream.id) {
+                    self.dirty.push(stream.id);
+                }
+                continue;
+            }
+            let link = &self.shared.links[worker];
+            link.inbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(WorkerMsg::StreamUpdated(stream));
+            if !woken.contains(&worker) {
+                woken.push(worker);
+            }
+        }
+        for worker in woken {
+            self.shared.links[worker].waker.wake();
+        }
+    }
+
+    /// Pulls new frames into local mirrors; writes them now or when merged writes are due.
+    fn sync_dirty(&mut self, now: Instant) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for stream_id in &dirty {
+            let Some(local) = self.locals.get_mut(stream_id) else {
+                continue;
+            };
+            local.unflushed += local.sync(self.id);
+            let (_, vhost) = self.shared.config.vhost(&local.stream.key.vhost);
+            let due = local.unflushed >= vhost.play.mw_msgs
+                || now >= local.last_flush + Duration::from_millis(vhost.play.mw_latency_ms);
+            if due {
+                self.flush_stream(*stream_id, now);
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    fn flush_due(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .locals
+            .iter()
+            .filter(|(_, local)| local.unflushed > 0 && now >= local.last_flush + self.mw_latency(local))
+            .map(|(id, _)| *id)
+            .collect();
+        for stream_id in due {
+            self.flush_stream(stream_id, now);
+        }
+    }
+
+    /// Writes pending frames to every local viewer of a stream, then drops frames none of
+    /// them needs any more.
+    pub fn flush_stream(&mut self, stream_id: u64, now: Instant) {
+        let Some(local) = self.locals.get_mut(&stream_id) else {
+            return;
+        };
+        local.last_flush = now;
+        local.unflushed = 0;
+        // Cloned: a write may close a viewer, and the list must not change under us.
+        let viewers = local.viewers.clone();
+        let mut min_cursor = u64::MAX;
+        for &conn in &viewers {
+            let mut session = self.take_session(conn);
+            if let Some(Session::Rtmp(rtmp)) = &mut session
+                && let Some(cursor) = rtmp.write_pending(&mut self.ctx(conn, now))
+            {
+                min_cursor = min_cursor.min(cursor);
+            }
+            self.put_session(conn, session);
+        }
+        if let Some(local) = self.locals.get_mut(&stream_id)
+            && min_cursor != u64::MAX
+        {
+            local.trim(min_cursor);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        for index in 0..self.sessions.len() {
+            let Some(Session::Rtmp(rtmp)) = &self.sessions[index] else {
+                continue;
+            };
+            let conn = rtmp.conn_hint();
+            let mut session = self.take_session(conn);
+            if let Some(Session::Rtmp(rtmp)) = &mut session {
+                rtmp.check_timeouts(&mut self.ctx(conn, now));
+            }
+            self.put_session(conn, session);
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+        self.driver.stop_listening();
+        for index in 0..self.sessions.len() {
+            if let Some(Session::Rtmp(rtmp)) = &mut self.sessions[index] {
+                rtmp.set_close_reason("server shutting down");
+                let conn = rtmp.conn_hint();
+                self.driver.close(conn);
+            }
+        }
+    }
+}
