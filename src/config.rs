@@ -225,12 +225,14 @@ impl Config {
             }
         })?;
         config.vhost.entry(DEFAULT_VHOST.to_string()).or_default();
-        config.validate().map_err(|(key, message)| ConfigError::Invalid {
-            path: path.to_owned(),
-            line: locate_key(text, &key).unwrap_or(1),
-            key,
-            message,
-        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: locate_key(text, &key).unwrap_or(1),
+                key,
+                message,
+            })?;
         Ok(config)
     }
 
@@ -272,7 +274,10 @@ impl Config {
                 ));
             }
             if vhost.play.gop_cache_max_frames == 0 {
-                return Err((key("play.gop_cache_max_frames"), "must be at least 1".into()));
+                return Err((
+                    key("play.gop_cache_max_frames"),
+                    "must be at least 1".into(),
+                ));
             }
         }
         Ok(())
@@ -314,7 +319,10 @@ fn key_at(text: &str, line: usize) -> Option<String> {
     for (i, raw) in text.lines().enumerate() {
         let l = raw.trim();
         if let Some(header) = l.strip_prefix('[') {
-            table = header.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            table = header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
         }
         if i + 1 == line {
             if l.starts_with('[') {
@@ -380,7 +388,10 @@ mod tests {
         let err = parse("workers = 2\n\n[rtmp]\nlisten = \"0.0.0.0:1935\"\nlisten_typo = 3\n")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("test.toml:5: rtmp.listen_typo: unknown field"), "{err}");
+        assert!(
+            err.starts_with("test.toml:5: rtmp.listen_typo: unknown field"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -399,9 +410,17 @@ mod tests {
         let err = parse("io = \"epoll\"\n[vhost.live]\nchunk_size = 64\n")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("test.toml:3: vhost.live.chunk_size: must be"), "{err}");
-        let err = parse("[rtmp]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
-        assert!(err.starts_with("test.toml:2: rtmp.listen: not an address"), "{err}");
+        assert!(
+            err.starts_with("test.toml:3: vhost.live.chunk_size: must be"),
+            "{err}"
+        );
+        let err = parse("[rtmp]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.toml:2: rtmp.listen: not an address"),
+            "{err}"
+        );
         let err = parse("io = \"kqueue\"\n").unwrap_err().to_string();
         assert!(err.starts_with("test.toml:1: io:"), "{err}");
     }

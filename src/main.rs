@@ -22,7 +22,11 @@ use config::{Config, IoChoice, LogFormat};
 use worker::{Shared, Worker, WorkerLink};
 
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "Realtime media server (RTMP) on io_uring/epoll")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Realtime media server (RTMP) on io_uring/epoll"
+)]
 struct Cli {
     /// Config file (TOML).
     #[arg(short = 'c', long = "config", default_value = "conf/sluice.toml")]
@@ -117,10 +121,11 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
         let thread = std::thread::Builder::new()
             .name(format!("sluice-w{id}"))
             .spawn(move || {
-                let setup = Driver::new(backend, &DriverConfig::default()).and_then(|mut driver| {
-                    let listener = driver.listen(listen)?;
-                    Ok((driver, listener))
-                });
+                let setup =
+                    Driver::new(backend, &DriverConfig::default()).and_then(|mut driver| {
+                        let listener = driver.listen(listen)?;
+                        Ok((driver, listener))
+                    });
                 let (driver, listener) = match setup {
                     Ok(ok) => ok,
                     Err(e) => {

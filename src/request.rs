@@ -48,19 +48,7 @@ impl StreamRequest {
         let (stream, stream_query) = split_query(stream_name);
         let app = app.trim_matches('/');
 
-        // Every query part contributes; later ones win, as SRS merges them.
-        let mut params: Vec<&str> = Vec::new();
-        for query in [url_query, app_query, stream_query] {
-            params.extend(query.split('&').filter(|p| !p.is_empty()));
-        }
-        let vhost = params
-            .iter()
-            .rev()
-            .find_map(|p| {
-                let (k, v) = p.split_once('=')?;
-                matches!(k, "vhost" | "domain").then_some(v)
-            })
-            .unwrap_or(host);
+        let vhost = vhost_param([url_query, app_query, stream_query]).unwrap_or(host);
 
         validate(app).map_err(|e| match e {
             RequestError::EmptyStream => RequestError::EmptyApp,
@@ -83,10 +71,40 @@ impl StreamRequest {
         })
     }
 
+    /// The vhost a connect asks for, before any stream name is known (it sets the chunk size
+    /// the session announces).
+    pub fn connect_vhost(tc_url: &str, connect_app: &str) -> String {
+        let (host, url_app, url_query) = split_tc_url(tc_url);
+        let (_, app_query) = split_query(if connect_app.is_empty() {
+            url_app
+        } else {
+            connect_app
+        });
+        vhost_param([url_query, app_query])
+            .unwrap_or(host)
+            .to_string()
+    }
+
     /// `app/stream`, the way logs and the API name a stream.
     pub fn path(&self) -> String {
         format!("{}/{}", self.app, self.stream)
     }
+}
+
+/// The `vhost=` (or `domain=`) parameter of the query strings; later ones win, as SRS merges
+/// them.
+fn vhost_param<'a>(queries: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut found = None;
+    for query in queries {
+        for pair in query.split('&') {
+            if let Some((key, value)) = pair.split_once('=')
+                && matches!(key, "vhost" | "domain")
+            {
+                found = Some(value);
+            }
+        }
+    }
+    found
 }
 
 fn validate(name: &str) -> Result<(), RequestError> {
@@ -126,15 +144,22 @@ mod tests {
     #[test]
     fn plain_url() {
         let r = StreamRequest::from_rtmp("rtmp://127.0.0.1:1935/live", "live", "cap").unwrap();
-        assert_eq!((r.vhost.as_str(), r.app.as_str(), r.stream.as_str()), ("127.0.0.1", "live", "cap"));
+        assert_eq!(
+            (r.vhost.as_str(), r.app.as_str(), r.stream.as_str()),
+            ("127.0.0.1", "live", "cap")
+        );
         assert_eq!(r.param, "");
         assert_eq!(r.path(), "live/cap");
     }
 
     #[test]
     fn params_and_vhost() {
-        let r = StreamRequest::from_rtmp("rtmp://1.2.3.4/live", "live", "cap?token=abc&vhost=v.example")
-            .unwrap();
+        let r = StreamRequest::from_rtmp(
+            "rtmp://1.2.3.4/live",
+            "live",
+            "cap?token=abc&vhost=v.example",
+        )
+        .unwrap();
         assert_eq!(r.vhost, "v.example");
         assert_eq!(r.stream, "cap");
         assert_eq!(r.param, "?token=abc&vhost=v.example");
@@ -142,6 +167,22 @@ mod tests {
         assert_eq!((r.vhost.as_str(), r.app.as_str()), ("a.b", "live"));
         let r = StreamRequest::from_rtmp("rtmp://[::1]:1935/live", "", "s").unwrap();
         assert_eq!((r.vhost.as_str(), r.app.as_str()), ("::1", "live"));
+    }
+
+    #[test]
+    fn connect_vhost_from_host_or_param() {
+        assert_eq!(
+            StreamRequest::connect_vhost("rtmp://a.example:1935/live", "live"),
+            "a.example"
+        );
+        assert_eq!(
+            StreamRequest::connect_vhost("rtmp://1.2.3.4/live?vhost=v", "live?vhost=v"),
+            "v"
+        );
+        assert_eq!(
+            StreamRequest::connect_vhost("rtmp://1.2.3.4/live", "live?domain=d"),
+            "d"
+        );
     }
 
     #[test]

@@ -62,17 +62,24 @@ impl ViewerHeader {
     }
 }
 
-/// The body this viewer must send after its header: the shared one, unless its timestamp
-/// needs the extended field repeated in every continuation chunk (after ~4.6 hours of play),
-/// which makes the body specific to it.
+/// The body this viewer must send after its header: the shared one, unless the frame has
+/// continuation chunks and either the viewer's chunk size differs from the stream's (a
+/// `?vhost=` in the stream name naming a vhost with another chunk size) or its timestamp needs
+/// the extended field repeated in every continuation chunk (after ~4.6 hours of play).
 pub fn viewer_body(frame: &Frame, timestamp: u32, chunk_size: u32) -> Bytes {
-    if timestamp < EXTENDED_TIMESTAMP || frame.payload.len() <= chunk_size as usize {
+    let single_chunk = frame.payload.len() <= chunk_size as usize;
+    let extended = timestamp >= EXTENDED_TIMESTAMP;
+    if single_chunk || (!extended && chunk_size == frame.rtmp_chunk_size) {
         return frame.rtmp_body.clone();
     }
     let (csid, _) = csid_and_type(frame.kind);
-    let extended = Some(timestamp);
-    let mut body =
-        BytesMut::with_capacity(chunked_body_len(frame.payload.len(), chunk_size, csid, extended));
+    let extended = extended.then_some(timestamp);
+    let mut body = BytesMut::with_capacity(chunked_body_len(
+        frame.payload.len(),
+        chunk_size,
+        csid,
+        extended,
+    ));
     write_chunked_body(&mut body, &frame.payload, chunk_size, csid, extended);
     body.freeze()
 }
@@ -99,10 +106,17 @@ mod tests {
         let payload: Vec<u8> = std::iter::once(0x17)
             .chain((0..300_000u32).map(|i| i as u8))
             .collect();
-        for chunk_size in [128, 4096, 60_000] {
+        for (stream_chunk_size, chunk_size) in
+            [(128, 128), (4096, 4096), (60_000, 60_000), (60_000, 4096)]
+        {
             for timestamp in [0, 1234, EXTENDED_TIMESTAMP + 5] {
-                let frame =
-                    Frame::new(FrameKind::Video, 99, Bytes::from(payload.clone()), chunk_size).unwrap();
+                let frame = Frame::new(
+                    FrameKind::Video,
+                    99,
+                    Bytes::from(payload.clone()),
+                    stream_chunk_size,
+                )
+                .unwrap();
                 let mut wire = ViewerHeader::new(&frame, timestamp, 1).as_bytes().to_vec();
                 wire.extend_from_slice(&viewer_body(&frame, timestamp, chunk_size));
                 let messages = read_back(&wire, chunk_size);

@@ -111,7 +111,12 @@ pub struct Worker {
 
 impl Worker {
     /// A worker around a driver already listening for RTMP; run it on the driver's thread.
-    pub fn new(id: usize, driver: Driver, rtmp_listener: ListenerId, shared: Arc<Shared>) -> Worker {
+    pub fn new(
+        id: usize,
+        driver: Driver,
+        rtmp_listener: ListenerId,
+        shared: Arc<Shared>,
+    ) -> Worker {
         Worker {
             id,
             shared,
@@ -185,7 +190,11 @@ impl Worker {
 
     fn handle_event(&mut self, event: Event, now: Instant) {
         match event {
-            Event::Accepted { listener, conn, peer } => self.accepted(listener, conn, peer, now),
+            Event::Accepted {
+                listener,
+                conn,
+                peer,
+            } => self.accepted(listener, conn, peer, now),
             Event::Received { conn, buf } => {
                 let mut session = self.take_session(conn);
                 if let Some(Session::Rtmp(rtmp)) = &mut session {
@@ -208,9 +217,7 @@ impl Worker {
             Event::Closed { conn, reason } => self.closed(conn, reason, now),
             Event::Woken => {
                 let mut inbox = std::mem::take(&mut self.inbox);
-                for link in [&self.shared.links[self.id]] {
-                    link.take(&mut inbox);
-                }
+                self.shared.links[self.id].take(&mut inbox);
                 for msg in inbox.drain(..) {
                     match msg {
                         WorkerMsg::StreamUpdated(stream) => self.mark_dirty(stream.id),
@@ -340,7 +347,9 @@ impl Worker {
         let due: Vec<u64> = self
             .locals
             .iter()
-            .filter(|(_, local)| local.unflushed > 0 && now >= local.last_flush + self.mw_latency(local))
+            .filter(|(_, local)| {
+                local.unflushed > 0 && now >= local.last_flush + self.mw_latency(local)
+            })
             .map(|(id, _)| *id)
             .collect();
         for stream_id in due {

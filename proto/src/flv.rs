@@ -202,7 +202,11 @@ mod tests {
         let tag = AudioTag::parse(&[0xaf, 0x00, 0x12, 0x10]).unwrap();
         assert_eq!(tag.codec, AudioCodec::Aac);
         assert!(tag.sequence_header);
-        assert!(!AudioTag::parse(&[0xaf, 0x01, 0x21]).unwrap().sequence_header);
+        assert!(
+            !AudioTag::parse(&[0xaf, 0x01, 0x21])
+                .unwrap()
+                .sequence_header
+        );
     }
 
     #[test]

@@ -56,13 +56,20 @@ fn read_fragmented(reader: &mut ChunkReader, wire: &[u8], cuts: &[usize]) -> Vec
     let mut rest = wire;
     let mut cuts = cuts.iter().cycle();
     while !rest.is_empty() {
-        let cut = cuts.next().copied().unwrap_or(rest.len()).clamp(1, rest.len());
+        let cut = cuts
+            .next()
+            .copied()
+            .unwrap_or(rest.len())
+            .clamp(1, rest.len());
         let (mut piece, tail) = rest.split_at(cut);
         rest = tail;
         while let Some(message) = reader.read_message(&mut piece).unwrap() {
             messages.push(message);
         }
-        assert!(piece.is_empty(), "read_message consumes everything it is given");
+        assert!(
+            piece.is_empty(),
+            "read_message consumes everything it is given"
+        );
     }
     messages
 }
@@ -237,8 +244,7 @@ fn header_types_known_bytes() {
         // fmt 1, csid 4: delta 23, len 2, audio.
         0x44, 0x00, 0x00, 0x17, 0x00, 0x00, 0x02, 0x08, b'd', b'e',
         // fmt 2, csid 4: delta 20.
-        0x84, 0x00, 0x00, 0x14, b'f', b'g',
-        // fmt 3, csid 4: same delta again.
+        0x84, 0x00, 0x00, 0x14, b'f', b'g', // fmt 3, csid 4: same delta again.
         0xC4, b'h', b'i',
         // fmt 0 with a 2-byte basic header (csid 64 + 10) and extended timestamp 0x01000000.
         0x00, 10, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x01, 0x12, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
@@ -247,7 +253,14 @@ fn header_types_known_bytes() {
     let messages = ChunkReader::default().read_all(wire).unwrap();
     let summary: Vec<_> = messages
         .iter()
-        .map(|m| (m.csid, m.header.timestamp, m.header.type_id, m.payload.to_vec()))
+        .map(|m| {
+            (
+                m.csid,
+                m.header.timestamp,
+                m.header.type_id,
+                m.payload.to_vec(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,

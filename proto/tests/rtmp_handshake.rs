@@ -104,7 +104,10 @@ fn one_byte_at_a_time_with_pipelined_chunk_data() {
     for byte in &c2 {
         consumed += server.handle_input(&[*byte]).unwrap();
     }
-    assert_eq!(consumed, 1536, "the first chunk bytes after C2 are left to the caller");
+    assert_eq!(
+        consumed, 1536,
+        "the first chunk bytes after C2 are left to the caller"
+    );
     assert!(server.is_done());
 }
 

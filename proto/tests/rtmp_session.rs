@@ -51,7 +51,14 @@ impl Client {
         }
     }
 
-    fn wire(&mut self, csid: u32, type_id: u8, stream_id: u32, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+    fn wire(
+        &mut self,
+        csid: u32,
+        type_id: u8,
+        stream_id: u32,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let header = MessageHeader {
             timestamp,
             length: 0,
@@ -72,12 +79,26 @@ impl Client {
         self.session.handle_input(self.now, &wire).unwrap();
     }
 
-    fn try_send(&mut self, csid: u32, type_id: u8, stream_id: u32, payload: &[u8]) -> Result<(), SessionError> {
+    fn try_send(
+        &mut self,
+        csid: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: &[u8],
+    ) -> Result<(), SessionError> {
         let wire = self.wire(csid, type_id, stream_id, 0, payload);
         self.session.handle_input(self.now, &wire)
     }
 
-    fn command(&mut self, csid: u32, stream_id: u32, name: &str, txn: f64, object: Amf0Value, args: Vec<Amf0Value>) {
+    fn command(
+        &mut self,
+        csid: u32,
+        stream_id: u32,
+        name: &str,
+        txn: f64,
+        object: Amf0Value,
+        args: Vec<Amf0Value>,
+    ) {
         let mut body = Vec::new();
         Command::new(name, txn, object, args).encode(&mut body);
         self.send(csid, 20, stream_id, 0, &body);
@@ -89,7 +110,9 @@ impl Client {
         let mut events = Vec::new();
         while let Some(output) = self.session.poll_output() {
             match output {
-                SessionOutput::Transmit(bytes) => replies.extend(self.reader.read_all(&bytes).unwrap()),
+                SessionOutput::Transmit(bytes) => {
+                    replies.extend(self.reader.read_all(&bytes).unwrap())
+                }
                 SessionOutput::Event(event) => events.push(event),
             }
         }
@@ -142,7 +165,10 @@ fn ffmpeg_connect(client: &mut Client, publishing: bool) {
     }
     client.command(3, 0, "connect", 1.0, Amf0Value::object(object), vec![]);
     let (replies, events) = client.drain();
-    assert!(replies.is_empty(), "nothing is sent before the server's verdict");
+    assert!(
+        replies.is_empty(),
+        "nothing is sent before the server's verdict"
+    );
     let [SessionEvent::Connect(request)] = &events[..] else {
         panic!("expected Connect, got {events:?}");
     };
@@ -155,15 +181,24 @@ fn ffmpeg_connect(client: &mut Client, publishing: bool) {
     let (replies, events) = client.drain();
     assert!(events.is_empty());
     // SRS's order: WindowAckSize, SetPeerBandwidth(dynamic), SetChunkSize, _result, onBWDone.
-    let kinds: Vec<_> = replies.iter().map(|m| (m.csid, m.header.type_id, m.header.stream_id)).collect();
-    assert_eq!(kinds, vec![(2, 5, 0), (2, 6, 0), (2, 1, 0), (3, 20, 0), (3, 20, 0)]);
+    let kinds: Vec<_> = replies
+        .iter()
+        .map(|m| (m.csid, m.header.type_id, m.header.stream_id))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![(2, 5, 0), (2, 6, 0), (2, 1, 0), (3, 20, 0), (3, 20, 0)]
+    );
     assert_eq!(&replies[0].payload[..], &2_500_000u32.to_be_bytes());
     assert_eq!(&replies[1].payload[..], &[0x00, 0x26, 0x25, 0xA0, 0x02]);
     assert_eq!(&replies[2].payload[..], &60000u32.to_be_bytes());
     assert_eq!(client.session.out_chunk_size(), 60000);
 
     let result = command_of(&replies[3]);
-    assert_eq!((result.name.as_str(), result.transaction_id), ("_result", 1.0));
+    assert_eq!(
+        (result.name.as_str(), result.transaction_id),
+        ("_result", 1.0)
+    );
     assert_eq!(
         result.command_object,
         Amf0Value::object([
@@ -173,14 +208,29 @@ fn ffmpeg_connect(client: &mut Client, publishing: bool) {
         ])
     );
     let info = &result.arguments[0];
-    assert_eq!(info.get("level").and_then(Amf0Value::as_str), Some("status"));
-    assert_eq!(info.get("code").and_then(Amf0Value::as_str), Some("NetConnection.Connect.Success"));
-    assert_eq!(info.get("description").and_then(Amf0Value::as_str), Some("Connection succeeded"));
-    assert_eq!(info.get("objectEncoding").and_then(Amf0Value::as_f64), Some(0.0));
+    assert_eq!(
+        info.get("level").and_then(Amf0Value::as_str),
+        Some("status")
+    );
+    assert_eq!(
+        info.get("code").and_then(Amf0Value::as_str),
+        Some("NetConnection.Connect.Success")
+    );
+    assert_eq!(
+        info.get("description").and_then(Amf0Value::as_str),
+        Some("Connection succeeded")
+    );
+    assert_eq!(
+        info.get("objectEncoding").and_then(Amf0Value::as_f64),
+        Some(0.0)
+    );
     assert!(matches!(info.get("data"), Some(Amf0Value::EcmaArray(_))));
     assert_eq!(summary(&replies[4]), ("onBWDone".into(), 0.0, None));
     // onBWDone carries exactly one null after the transaction id, like SRS.
-    assert_eq!(&replies[4].payload[..], b"\x02\x00\x08onBWDone\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05");
+    assert_eq!(
+        &replies[4].payload[..],
+        b"\x02\x00\x08onBWDone\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05"
+    );
 
     // ffmpeg echoes the server's chunk size when publishing (handle_chunk_size).
     if publishing {
@@ -198,8 +248,22 @@ fn ffmpeg_publish_sequence() {
     ffmpeg_connect(&mut client, true);
 
     // On the connect _result: releaseStream, FCPublish, createStream; on onBWDone: _checkbw.
-    client.command(3, 0, "releaseStream", 2.0, Amf0Value::Null, vec!["stream?k=v".into()]);
-    client.command(3, 0, "FCPublish", 3.0, Amf0Value::Null, vec!["stream?k=v".into()]);
+    client.command(
+        3,
+        0,
+        "releaseStream",
+        2.0,
+        Amf0Value::Null,
+        vec!["stream?k=v".into()],
+    );
+    client.command(
+        3,
+        0,
+        "FCPublish",
+        3.0,
+        Amf0Value::Null,
+        vec!["stream?k=v".into()],
+    );
     client.command(3, 0, "createStream", 4.0, Amf0Value::Null, vec![]);
     client.command(3, 0, "_checkbw", 5.0, Amf0Value::Null, vec![]);
     let (replies, events) = client.drain();
@@ -215,23 +279,50 @@ fn ffmpeg_publish_sequence() {
         ]
     );
     // releaseStream/FCPublish: _result(txn, null, undefined), as SRS.
-    assert_eq!(command_of(&replies[0]).arguments, vec![Amf0Value::Undefined]);
+    assert_eq!(
+        command_of(&replies[0]).arguments,
+        vec![Amf0Value::Undefined]
+    );
     // createStream: byte exact; old ffmpeg reads the stream id as the double at offset 21.
     let expected: &[u8] = b"\x02\x00\x07_result\x00\x40\x10\x00\x00\x00\x00\x00\x00\x05\x00\x3f\xf0\x00\x00\x00\x00\x00\x00";
     assert_eq!(&replies[2].payload[..], expected);
-    assert_eq!(f64::from_be_bytes(replies[2].payload[21..29].try_into().unwrap()), 1.0);
+    assert_eq!(
+        f64::from_be_bytes(replies[2].payload[21..29].try_into().unwrap()),
+        1.0
+    );
 
     // publish on RTMP_SOURCE_CHANNEL (8), stream 1.
-    client.command(8, 1, "publish", 6.0, Amf0Value::Null, vec!["stream?k=v".into(), "live".into()]);
+    client.command(
+        8,
+        1,
+        "publish",
+        6.0,
+        Amf0Value::Null,
+        vec!["stream?k=v".into(), "live".into()],
+    );
     let (replies, events) = client.drain();
     // onFCPublish goes out at once (FMLE flow), the verdict waits for the server.
     assert_eq!(replies.len(), 1);
     assert_eq!((replies[0].csid, replies[0].header.stream_id), (5, 1));
-    assert_eq!(summary(&replies[0]), ("onFCPublish".into(), 0.0, Some("NetStream.Publish.Start".into())));
+    assert_eq!(
+        summary(&replies[0]),
+        (
+            "onFCPublish".into(),
+            0.0,
+            Some("NetStream.Publish.Start".into())
+        )
+    );
     let [SessionEvent::Publish(request)] = &events[..] else {
         panic!("expected Publish, got {events:?}");
     };
-    assert_eq!((request.stream_id, request.stream_name.as_str(), request.publish_type.as_str()), (1, "stream?k=v", "live"));
+    assert_eq!(
+        (
+            request.stream_id,
+            request.stream_name.as_str(),
+            request.publish_type.as_str()
+        ),
+        (1, "stream?k=v", "live")
+    );
 
     client.session.accept_publish(1);
     let (replies, _) = client.drain();
@@ -256,7 +347,10 @@ fn ffmpeg_publish_sequence() {
         &[
             "@setDataFrame".into(),
             "onMetaData".into(),
-            Amf0Value::EcmaArray(vec![("width".into(), 1280.0.into()), ("height".into(), 720.0.into())]),
+            Amf0Value::EcmaArray(vec![
+                ("width".into(), 1280.0.into()),
+                ("height".into(), 720.0.into()),
+            ]),
         ],
         &mut metadata,
     );
@@ -267,7 +361,11 @@ fn ffmpeg_publish_sequence() {
         let audio = vec![0xAF, 0x01, i as u8, 3, 4];
         client.send(4, 8, 1, i * 23, &audio);
         sent.push((MediaKind::Audio, i * 23, audio));
-        let video = if i % 10 == 0 { keyframe.clone() } else { vec![0x27; 8000 + i as usize] };
+        let video = if i % 10 == 0 {
+            keyframe.clone()
+        } else {
+            vec![0x27; 8000 + i as usize]
+        };
         client.send(6, 9, 1, i * 33, &video);
         sent.push((MediaKind::Video, i * 33, video));
     }
@@ -290,21 +388,39 @@ fn ffmpeg_publish_sequence() {
     );
 
     // Shutdown: FCUnpublish (untracked by ffmpeg) then deleteStream(1).
-    client.command(3, 0, "FCUnpublish", 7.0, Amf0Value::Null, vec!["stream?k=v".into()]);
+    client.command(
+        3,
+        0,
+        "FCUnpublish",
+        7.0,
+        Amf0Value::Null,
+        vec!["stream?k=v".into()],
+    );
     client.command(3, 0, "deleteStream", 8.0, Amf0Value::Null, vec![1.0.into()]);
     let (replies, events) = client.drain();
     let summaries: Vec<_> = replies.iter().map(summary).collect();
     assert_eq!(
         summaries,
         vec![
-            ("onFCUnpublish".into(), 0.0, Some("NetStream.Unpublish.Success".into())),
+            (
+                "onFCUnpublish".into(),
+                0.0,
+                Some("NetStream.Unpublish.Success".into())
+            ),
             ("_result".into(), 7.0, None),
-            ("onStatus".into(), 0.0, Some("NetStream.Unpublish.Success".into())),
+            (
+                "onStatus".into(),
+                0.0,
+                Some("NetStream.Unpublish.Success".into())
+            ),
         ]
     );
     assert_eq!(
         events,
-        vec![SessionEvent::Unpublish { stream_id: 1 }, SessionEvent::CloseStream { stream_id: 1 }]
+        vec![
+            SessionEvent::Unpublish { stream_id: 1 },
+            SessionEvent::CloseStream { stream_id: 1 }
+        ]
     );
 }
 
@@ -313,7 +429,10 @@ fn metadata_len_without_set_data_frame() -> usize {
     amf0::encode_all(
         &[
             "onMetaData".into(),
-            Amf0Value::EcmaArray(vec![("width".into(), 1280.0.into()), ("height".into(), 720.0.into())]),
+            Amf0Value::EcmaArray(vec![
+                ("width".into(), 1280.0.into()),
+                ("height".into(), 720.0.into()),
+            ]),
         ],
         &mut body,
     );
@@ -328,13 +447,33 @@ fn ffmpeg_play_sequence() {
     client.command(3, 0, "_checkbw", 3.0, Amf0Value::Null, vec![]);
     let (replies, _) = client.drain();
     assert_eq!(summary(&replies[0]), ("_result".into(), 2.0, None));
-    assert_eq!(command_of(&replies[0]).arguments, vec![Amf0Value::Number(1.0)]);
+    assert_eq!(
+        command_of(&replies[0]).arguments,
+        vec![Amf0Value::Number(1.0)]
+    );
     assert_eq!(summary(&replies[1]), ("_result".into(), 3.0, None));
 
     // On the createStream result: getStreamLength, play(-2000 = live "any"), SetBufferLength.
-    client.command(8, 0, "getStreamLength", 4.0, Amf0Value::Null, vec!["stream".into()]);
-    client.command(8, 1, "play", 5.0, Amf0Value::Null, vec!["stream".into(), (-2000.0).into()]);
-    let buffer = Message::UserControl(UserControlEvent::SetBufferLength { stream_id: 1, buffer_ms: 3000 });
+    client.command(
+        8,
+        0,
+        "getStreamLength",
+        4.0,
+        Amf0Value::Null,
+        vec!["stream".into()],
+    );
+    client.command(
+        8,
+        1,
+        "play",
+        5.0,
+        Amf0Value::Null,
+        vec!["stream".into(), (-2000.0).into()],
+    );
+    let buffer = Message::UserControl(UserControlEvent::SetBufferLength {
+        stream_id: 1,
+        buffer_ms: 3000,
+    });
     client.send(2, 4, 0, 1, &buffer.to_bytes());
     let (replies, events) = client.drain();
     // getStreamLength is not answered (SRS); play waits for the verdict.
@@ -342,16 +481,43 @@ fn ffmpeg_play_sequence() {
     let [SessionEvent::Play(play)] = &events[..] else {
         panic!("expected Play, got {events:?}");
     };
-    assert_eq!((play.stream_id, play.stream_name.as_str(), play.start, play.duration, play.reset), (1, "stream", -2000.0, -1.0, true));
+    assert_eq!(
+        (
+            play.stream_id,
+            play.stream_name.as_str(),
+            play.start,
+            play.duration,
+            play.reset
+        ),
+        (1, "stream", -2000.0, -1.0, true)
+    );
 
     client.session.accept_play(1);
     let (replies, _) = client.drain();
     assert_eq!(replies.len(), 4);
-    assert_eq!((replies[0].csid, replies[0].header.type_id, replies[0].header.stream_id), (2, 4, 0));
-    assert_eq!(decode(&replies[0]), Message::UserControl(UserControlEvent::StreamBegin { stream_id: 1 }));
+    assert_eq!(
+        (
+            replies[0].csid,
+            replies[0].header.type_id,
+            replies[0].header.stream_id
+        ),
+        (2, 4, 0)
+    );
+    assert_eq!(
+        decode(&replies[0]),
+        Message::UserControl(UserControlEvent::StreamBegin { stream_id: 1 })
+    );
     for (reply, code, description) in [
-        (&replies[1], "NetStream.Play.Reset", "Playing and resetting stream."),
-        (&replies[2], "NetStream.Play.Start", "Started playing stream."),
+        (
+            &replies[1],
+            "NetStream.Play.Reset",
+            "Playing and resetting stream.",
+        ),
+        (
+            &replies[2],
+            "NetStream.Play.Start",
+            "Started playing stream.",
+        ),
     ] {
         assert_eq!((reply.csid, reply.header.stream_id), (5, 1));
         let status = command_of(reply);
@@ -369,30 +535,79 @@ fn ffmpeg_play_sequence() {
     assert_eq!((replies[3].csid, replies[3].header.stream_id), (5, 1));
     assert_eq!(
         data_of(&replies[3]),
-        vec!["|RtmpSampleAccess".into(), Amf0Value::Boolean(true), Amf0Value::Boolean(true)]
+        vec![
+            "|RtmpSampleAccess".into(),
+            Amf0Value::Boolean(true),
+            Amf0Value::Boolean(true)
+        ]
     );
 
     // Pause and resume (ffmpeg: txn 0, null, flag, position).
-    client.command(3, 1, "pause", 0.0, Amf0Value::Null, vec![true.into(), 1234.0.into()]);
-    client.command(3, 1, "pause", 0.0, Amf0Value::Null, vec![false.into(), 1234.0.into()]);
+    client.command(
+        3,
+        1,
+        "pause",
+        0.0,
+        Amf0Value::Null,
+        vec![true.into(), 1234.0.into()],
+    );
+    client.command(
+        3,
+        1,
+        "pause",
+        0.0,
+        Amf0Value::Null,
+        vec![false.into(), 1234.0.into()],
+    );
     let (replies, events) = client.drain();
-    assert_eq!(summary(&replies[0]).2.as_deref(), Some("NetStream.Pause.Notify"));
-    assert_eq!(decode(&replies[1]), Message::UserControl(UserControlEvent::StreamEof { stream_id: 1 }));
-    assert_eq!(summary(&replies[2]).2.as_deref(), Some("NetStream.Unpause.Notify"));
-    assert_eq!(decode(&replies[3]), Message::UserControl(UserControlEvent::StreamBegin { stream_id: 1 }));
+    assert_eq!(
+        summary(&replies[0]).2.as_deref(),
+        Some("NetStream.Pause.Notify")
+    );
+    assert_eq!(
+        decode(&replies[1]),
+        Message::UserControl(UserControlEvent::StreamEof { stream_id: 1 })
+    );
+    assert_eq!(
+        summary(&replies[2]).2.as_deref(),
+        Some("NetStream.Unpause.Notify")
+    );
+    assert_eq!(
+        decode(&replies[3]),
+        Message::UserControl(UserControlEvent::StreamBegin { stream_id: 1 })
+    );
     assert_eq!(
         events,
         vec![
-            SessionEvent::Pause { stream_id: 1, paused: true, position_ms: 1234.0 },
-            SessionEvent::Pause { stream_id: 1, paused: false, position_ms: 1234.0 },
+            SessionEvent::Pause {
+                stream_id: 1,
+                paused: true,
+                position_ms: 1234.0
+            },
+            SessionEvent::Pause {
+                stream_id: 1,
+                paused: false,
+                position_ms: 1234.0
+            },
         ]
     );
 
     // Media written by the hub path reads back at the session's out chunk size.
     let mut wire = Vec::new();
-    let header = MessageHeader { timestamp: 40, length: 100_000, type_id: 9, stream_id: 1 };
+    let header = MessageHeader {
+        timestamp: 40,
+        length: 100_000,
+        type_id: 9,
+        stream_id: 1,
+    };
     sluice_proto::rtmp::write_fmt0_header(&mut wire, 6, &header);
-    sluice_proto::rtmp::write_chunked_body(&mut wire, &[0x17; 100_000], client.session.out_chunk_size(), 6, None);
+    sluice_proto::rtmp::write_chunked_body(
+        &mut wire,
+        &[0x17; 100_000],
+        client.session.out_chunk_size(),
+        6,
+        None,
+    );
     let messages = client.reader.read_all(&wire).unwrap();
     assert_eq!(messages[0].header, header);
 }
@@ -406,7 +621,10 @@ fn obs_pipelines_commands_behind_connect() {
     Command::new(
         "connect",
         1.0,
-        Amf0Value::object([("app", Amf0Value::from("live")), ("tcUrl", "rtmp://h/live".into())]),
+        Amf0Value::object([
+            ("app", Amf0Value::from("live")),
+            ("tcUrl", "rtmp://h/live".into()),
+        ]),
         vec![],
     )
     .encode(&mut connect);
@@ -427,11 +645,19 @@ fn obs_pipelines_commands_behind_connect() {
 
     client.session.accept_connect();
     let (replies, _) = client.drain();
-    let commands: Vec<_> = replies.iter().filter(|m| m.header.type_id == 20).map(summary).collect();
+    let commands: Vec<_> = replies
+        .iter()
+        .filter(|m| m.header.type_id == 20)
+        .map(summary)
+        .collect();
     assert_eq!(
         commands,
         vec![
-            ("_result".into(), 1.0, Some("NetConnection.Connect.Success".into())),
+            (
+                "_result".into(),
+                1.0,
+                Some("NetConnection.Connect.Success".into())
+            ),
             ("onBWDone".into(), 0.0, None),
             ("_result".into(), 2.0, None),
             ("_result".into(), 3.0, None),
@@ -443,27 +669,53 @@ fn obs_pipelines_commands_behind_connect() {
 #[test]
 fn rejections_tell_the_client_why() {
     let mut client = Client::new(HandshakeKind::Simple);
-    client.command(3, 0, "connect", 1.0, Amf0Value::object([("tcUrl", Amf0Value::from("rtmp://h/app"))]), vec![]);
+    client.command(
+        3,
+        0,
+        "connect",
+        1.0,
+        Amf0Value::object([("tcUrl", Amf0Value::from("rtmp://h/app"))]),
+        vec![],
+    );
     client.drain();
     client.session.reject_connect("auth failed");
     let (replies, _) = client.drain();
     let status = command_of(&replies[0]);
     assert_eq!(status.name, "onStatus");
-    assert_eq!(status.arguments[0].get("level").and_then(Amf0Value::as_str), Some("error"));
-    assert_eq!(status.arguments[0].get("code").and_then(Amf0Value::as_str), Some("NetConnection.Connect.Rejected"));
-    assert_eq!(status.arguments[0].get("description").and_then(Amf0Value::as_str), Some("auth failed"));
+    assert_eq!(
+        status.arguments[0].get("level").and_then(Amf0Value::as_str),
+        Some("error")
+    );
+    assert_eq!(
+        status.arguments[0].get("code").and_then(Amf0Value::as_str),
+        Some("NetConnection.Connect.Rejected")
+    );
+    assert_eq!(
+        status.arguments[0]
+            .get("description")
+            .and_then(Amf0Value::as_str),
+        Some("auth failed")
+    );
 
     let mut client = Client::new(HandshakeKind::Simple);
     ffmpeg_connect(&mut client, true);
     client.command(3, 0, "createStream", 2.0, Amf0Value::Null, vec![]);
     client.command(8, 1, "publish", 3.0, Amf0Value::Null, vec!["busy".into()]);
     client.drain();
-    client.session.reject_publish(1, "NetStream.Publish.BadName", "stream is busy");
+    client
+        .session
+        .reject_publish(1, "NetStream.Publish.BadName", "stream is busy");
     let (replies, _) = client.drain();
     let info = &command_of(&replies[0]).arguments[0];
     assert_eq!(info.get("level").and_then(Amf0Value::as_str), Some("error"));
-    assert_eq!(info.get("code").and_then(Amf0Value::as_str), Some("NetStream.Publish.BadName"));
-    assert_eq!(info.get("description").and_then(Amf0Value::as_str), Some("stream is busy"));
+    assert_eq!(
+        info.get("code").and_then(Amf0Value::as_str),
+        Some("NetStream.Publish.BadName")
+    );
+    assert_eq!(
+        info.get("description").and_then(Amf0Value::as_str),
+        Some("stream is busy")
+    );
 }
 
 #[test]
@@ -473,28 +725,51 @@ fn unknown_commands_get_error_and_do_not_close() {
     client.command(3, 0, "setPeerInfo", 9.0, Amf0Value::Null, vec!["x".into()]);
     client.command(3, 0, "seek", 0.0, Amf0Value::Null, vec![10.0.into()]);
     let (replies, events) = client.drain();
-    assert_eq!(replies.len(), 1, "only the command with a transaction id is answered");
+    assert_eq!(
+        replies.len(),
+        1,
+        "only the command with a transaction id is answered"
+    );
     let error = command_of(&replies[0]);
     assert_eq!((error.name.as_str(), error.transaction_id), ("_error", 9.0));
-    assert_eq!(error.arguments[0].get("code").and_then(Amf0Value::as_str), Some("NetConnection.Call.Failed"));
+    assert_eq!(
+        error.arguments[0].get("code").and_then(Amf0Value::as_str),
+        Some("NetConnection.Call.Failed")
+    );
     assert_eq!(
         events,
         vec![
-            SessionEvent::UnknownCommand { name: "setPeerInfo".into() },
-            SessionEvent::UnknownCommand { name: "seek".into() },
+            SessionEvent::UnknownCommand {
+                name: "setPeerInfo".into()
+            },
+            SessionEvent::UnknownCommand {
+                name: "seek".into()
+            },
         ]
     );
     client.command(3, 0, "createStream", 10.0, Amf0Value::Null, vec![]);
-    assert_eq!(summary(&client.drain().0[0]), ("_result".into(), 10.0, None));
+    assert_eq!(
+        summary(&client.drain().0[0]),
+        ("_result".into(), 10.0, None)
+    );
 }
 
 #[test]
 fn ping_and_acknowledgements() {
     let mut client = Client::new(HandshakeKind::Simple);
     ffmpeg_connect(&mut client, true);
-    client.send(2, 4, 0, 0, &Message::UserControl(UserControlEvent::PingRequest { timestamp: 777 }).to_bytes());
+    client.send(
+        2,
+        4,
+        0,
+        0,
+        &Message::UserControl(UserControlEvent::PingRequest { timestamp: 777 }).to_bytes(),
+    );
     let (replies, _) = client.drain();
-    assert_eq!(decode(&replies[0]), Message::UserControl(UserControlEvent::PingResponse { timestamp: 777 }));
+    assert_eq!(
+        decode(&replies[0]),
+        Message::UserControl(UserControlEvent::PingResponse { timestamp: 777 })
+    );
 
     // The peer asks for an acknowledgement every 10000 bytes; SRS answers every half window.
     client.send(2, 5, 0, 0, &10_000u32.to_be_bytes());
@@ -534,30 +809,58 @@ fn amf3_connect_and_flash_publish_without_fcpublish() {
     .encode(&mut body);
     client.send(3, 17, 0, 0, &body);
     let (_, events) = client.drain();
-    let [SessionEvent::Connect(request)] = &events[..] else { panic!() };
+    let [SessionEvent::Connect(request)] = &events[..] else {
+        panic!()
+    };
     assert_eq!(request.object_encoding, 3.0);
     client.session.accept_connect();
     let (replies, _) = client.drain();
     let result = command_of(&replies[3]);
-    assert_eq!(result.arguments[0].get("objectEncoding").and_then(Amf0Value::as_f64), Some(3.0));
+    assert_eq!(
+        result.arguments[0]
+            .get("objectEncoding")
+            .and_then(Amf0Value::as_f64),
+        Some(3.0)
+    );
 
     // Flash: createStream, publish; no onFCPublish without FCPublish.
     client.command(3, 0, "createStream", 2.0, Amf0Value::Null, vec![]);
-    client.command(8, 1, "publish", 0.0, Amf0Value::Null, vec!["s".into(), "live".into()]);
+    client.command(
+        8,
+        1,
+        "publish",
+        0.0,
+        Amf0Value::Null,
+        vec!["s".into(), "live".into()],
+    );
     let (replies, events) = client.drain();
     assert_eq!(replies.len(), 1, "only the createStream _result");
     assert!(matches!(&events[..], [SessionEvent::Publish(_)]));
 
     // AMF3 data message carrying metadata.
     let mut data = vec![0u8];
-    amf0::encode_all(&["onMetaData".into(), Amf0Value::object([("w", Amf0Value::from(1.0))])], &mut data);
+    amf0::encode_all(
+        &[
+            "onMetaData".into(),
+            Amf0Value::object([("w", Amf0Value::from(1.0))]),
+        ],
+        &mut data,
+    );
     client.send(4, 15, 1, 0, &data);
     let (_, events) = client.drain();
-    let [SessionEvent::Media(media)] = &events[..] else { panic!() };
-    assert_eq!((media.kind, &media.payload[..]), (MediaKind::Data, &data[1..]));
+    let [SessionEvent::Media(media)] = &events[..] else {
+        panic!()
+    };
+    assert_eq!(
+        (media.kind, &media.payload[..]),
+        (MediaKind::Data, &data[1..])
+    );
     // closeStream ends the publish.
     client.command(8, 1, "closeStream", 0.0, Amf0Value::Null, vec![]);
-    assert_eq!(client.drain().1, vec![SessionEvent::CloseStream { stream_id: 1 }]);
+    assert_eq!(
+        client.drain().1,
+        vec![SessionEvent::CloseStream { stream_id: 1 }]
+    );
 }
 
 #[test]
@@ -567,13 +870,24 @@ fn protocol_errors_are_clear() {
     Command::new("publish", 1.0, Amf0Value::Null, vec!["s".into()]).encode(&mut body);
     assert_eq!(
         client.try_send(3, 20, 0, &body),
-        Err(SessionError::CommandBeforeConnect { name: "publish".into() })
+        Err(SessionError::CommandBeforeConnect {
+            name: "publish".into()
+        })
     );
 
     let mut client = Client::new(HandshakeKind::Simple);
     let mut body = Vec::new();
-    Command::new("connect", 1.0, Amf0Value::object([("app", Amf0Value::from("live"))]), vec![]).encode(&mut body);
-    assert_eq!(client.try_send(3, 20, 0, &body), Err(SessionError::ConnectWithoutTcUrl));
+    Command::new(
+        "connect",
+        1.0,
+        Amf0Value::object([("app", Amf0Value::from("live"))]),
+        vec![],
+    )
+    .encode(&mut body);
+    assert_eq!(
+        client.try_send(3, 20, 0, &body),
+        Err(SessionError::ConnectWithoutTcUrl)
+    );
 
     let mut client = Client::new(HandshakeKind::Simple);
     ffmpeg_connect(&mut client, true);
@@ -581,14 +895,22 @@ fn protocol_errors_are_clear() {
     Command::new("publish", 2.0, Amf0Value::Null, vec!["s".into()]).encode(&mut body);
     assert_eq!(
         client.try_send(8, 20, 5, &body),
-        Err(SessionError::UnknownStream { command: "publish", stream_id: 5 })
+        Err(SessionError::UnknownStream {
+            command: "publish",
+            stream_id: 5
+        })
     );
 
     let mut client = Client::new(HandshakeKind::Simple);
     ffmpeg_connect(&mut client, true);
     // Broken AMF inside a command.
-    let err = client.try_send(3, 20, 0, b"\x02\x00\x0cFCPublish").unwrap_err();
-    assert!(matches!(err, SessionError::Message { type_id: 20, .. }), "{err}");
+    let err = client
+        .try_send(3, 20, 0, b"\x02\x00\x0cFCPublish")
+        .unwrap_err();
+    assert!(
+        matches!(err, SessionError::Message { type_id: 20, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("AMF0"), "{err}");
 }
 
@@ -598,7 +920,9 @@ fn play_without_create_stream_is_tolerated() {
     ffmpeg_connect(&mut client, false);
     client.command(8, 0, "play", 1.0, Amf0Value::Null, vec!["stream".into()]);
     let (_, events) = client.drain();
-    let [SessionEvent::Play(play)] = &events[..] else { panic!() };
+    let [SessionEvent::Play(play)] = &events[..] else {
+        panic!()
+    };
     assert_eq!((play.stream_id, play.start), (0, -2.0));
 }
 
@@ -625,5 +949,38 @@ fn aggregate_messages_become_media() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(media, vec![(MediaKind::Video, 1000, 3), (MediaKind::Audio, 1020, 2)]);
+    assert_eq!(
+        media,
+        vec![(MediaKind::Video, 1000, 3), (MediaKind::Audio, 1020, 2)]
+    );
+}
+
+#[test]
+fn out_chunk_size_follows_the_vhost_before_and_after_connect() {
+    let mut client = Client::new(HandshakeKind::Simple);
+    client.command(
+        3,
+        0,
+        "connect",
+        1.0,
+        Amf0Value::object([
+            ("app", Amf0Value::from("live")),
+            ("tcUrl", "rtmp://127.0.0.1/live".into()),
+        ]),
+        vec![],
+    );
+    client.drain();
+    // Chosen between the Connect event and the verdict: announced in the connect replies.
+    client.session.set_out_chunk_size(4096);
+    client.session.accept_connect();
+    let (replies, _) = client.drain();
+    let set_chunk_size = replies.iter().find(|m| m.header.type_id == 1).unwrap();
+    assert_eq!(&set_chunk_size.payload[..], &4096u32.to_be_bytes());
+    assert_eq!(client.session.out_chunk_size(), 4096);
+    // Changed later: announced at once; out of range is clamped.
+    client.session.set_out_chunk_size(1);
+    let (replies, _) = client.drain();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(&replies[0].payload[..], &128u32.to_be_bytes());
+    assert_eq!(client.session.out_chunk_size(), 128);
 }

@@ -14,9 +14,7 @@ use mio::{Interest, Poll, Token};
 
 use crate::sendq::SendQueue;
 use crate::slab::Slab;
-use crate::{
-    CloseReason, ConnId, DriverConfig, Event, IoCounters, ListenerId, RecvBuf, Waker,
-};
+use crate::{CloseReason, ConnId, DriverConfig, Event, IoCounters, ListenerId, RecvBuf, Waker};
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Listener tokens live above every possible connection index.
@@ -93,9 +91,11 @@ impl EpollDriver {
     pub(crate) fn listen(&mut self, listener: std::net::TcpListener) -> io::Result<ListenerId> {
         let mut listener = TcpListener::from_std(listener);
         let id = self.listeners.len();
-        self.poll
-            .registry()
-            .register(&mut listener, Token(LISTENER_TAG | id), Interest::READABLE)?;
+        self.poll.registry().register(
+            &mut listener,
+            Token(LISTENER_TAG | id),
+            Interest::READABLE,
+        )?;
         self.listeners.push(Some(listener));
         Ok(ListenerId(id as u32))
     }
@@ -349,7 +349,8 @@ impl EpollDriver {
         let id = match self.free_buffers.pop() {
             Some(id) => id,
             None => {
-                self.buffers.push(vec![0; self.buffer_size].into_boxed_slice());
+                self.buffers
+                    .push(vec![0; self.buffer_size].into_boxed_slice());
                 (self.buffers.len() - 1) as u16
             }
         };
@@ -373,10 +374,7 @@ impl EpollDriver {
                 }
                 Some(Event::Received {
                     conn,
-                    buf: RecvBuf {
-                        id,
-                        len: n as u32,
-                    },
+                    buf: RecvBuf { id, len: n as u32 },
                 })
             }
             Err(e) => {

@@ -78,7 +78,9 @@ impl FromStr for Backend {
         match s {
             "uring" | "io_uring" => Ok(Backend::Uring),
             "epoll" => Ok(Backend::Epoll),
-            other => Err(format!("unknown io backend {other:?} (expected uring or epoll)")),
+            other => Err(format!(
+                "unknown io backend {other:?} (expected uring or epoll)"
+            )),
         }
     }
 }
@@ -191,9 +193,14 @@ pub enum Event {
         buf: RecvBuf,
     },
     /// Everything queued for the connection has been written.
-    Drained { conn: ConnId },
+    Drained {
+        conn: ConnId,
+    },
     /// The connection is gone; its id is dead from now on.
-    Closed { conn: ConnId, reason: CloseReason },
+    Closed {
+        conn: ConnId,
+        reason: CloseReason,
+    },
     /// Another thread called [`Waker::wake`].
     Woken,
 }

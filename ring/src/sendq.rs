@@ -75,7 +75,12 @@ impl SendQueue {
     /// The front buffers as slices, for a vectored write done on the spot (epoll).
     pub(crate) fn front_slices<'a>(&'a mut self, max: usize, into: &mut Vec<std::io::IoSlice<'a>>) {
         self.seal();
-        into.extend(self.queue.iter().take(max).map(|b| std::io::IoSlice::new(b)));
+        into.extend(
+            self.queue
+                .iter()
+                .take(max)
+                .map(|b| std::io::IoSlice::new(b)),
+        );
     }
 
     /// Drops `written` bytes from the front after a write.

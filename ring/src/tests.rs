@@ -118,7 +118,11 @@ fn echo_roundtrip() {
         drop(client);
         std::thread::sleep(Duration::from_millis(100));
         let log = server.stop();
-        assert_eq!(log.first().map(String::as_str), Some("Accepted"), "{backend}");
+        assert_eq!(
+            log.first().map(String::as_str),
+            Some("Accepted"),
+            "{backend}"
+        );
         assert!(log.iter().any(|e| e == "Closed"), "{backend}: {log:?}");
     }
 }
@@ -131,9 +135,8 @@ fn many_connections() {
         let clients: Vec<_> = (0..8)
             .map(|t| {
                 std::thread::spawn(move || {
-                    let mut streams: Vec<TcpStream> = (0..64)
-                        .map(|_| TcpStream::connect(addr).unwrap())
-                        .collect();
+                    let mut streams: Vec<TcpStream> =
+                        (0..64).map(|_| TcpStream::connect(addr).unwrap()).collect();
                     for (i, s) in streams.iter_mut().enumerate() {
                         s.write_all(&pattern(10_000, (t * 64 + i) as u8)).unwrap();
                     }
@@ -153,7 +156,10 @@ fn many_connections() {
         let accepted = log.iter().filter(|e| *e == "Accepted").count();
         let closed = log.iter().filter(|e| *e == "Closed").count();
         assert_eq!(accepted, 512, "{backend}");
-        assert_eq!(closed, 512, "{backend}: every connection reports Closed once");
+        assert_eq!(
+            closed, 512,
+            "{backend}: every connection reports Closed once"
+        );
     }
 }
 
@@ -227,7 +233,11 @@ fn peer_closing_mid_send_only_ends_that_connection() {
         drop(other);
         std::thread::sleep(Duration::from_millis(100));
         let log = server.stop();
-        assert_eq!(log.iter().filter(|e| *e == "Closed").count(), 2, "{backend}");
+        assert_eq!(
+            log.iter().filter(|e| *e == "Closed").count(),
+            2,
+            "{backend}"
+        );
     }
 }
 
@@ -275,7 +285,11 @@ fn local_close_reports_closed_once_and_ignores_stale_ids() {
         assert!(rest.is_empty());
         std::thread::sleep(Duration::from_millis(100));
         let log = server.stop();
-        assert_eq!(log.iter().filter(|e| *e == "Closed").count(), 1, "{backend}");
+        assert_eq!(
+            log.iter().filter(|e| *e == "Closed").count(),
+            1,
+            "{backend}"
+        );
     }
 }
 

@@ -24,9 +24,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use crate::sendq::{SendQueue, advance_batch};
 use crate::slab::Slab;
-use crate::{
-    CloseReason, ConnId, DriverConfig, Event, IoCounters, ListenerId, RecvBuf, Waker,
-};
+use crate::{CloseReason, ConnId, DriverConfig, Event, IoCounters, ListenerId, RecvBuf, Waker};
 
 /// Buffer group id of the one provided-buffer ring each driver registers.
 const BUFFER_GROUP: u16 = 0;
@@ -151,8 +149,12 @@ impl BufferRing {
         // SAFETY: the ring memory stays allocated until after it is unregistered (Drop order
         // in UringDriver) and is page aligned as the kernel requires.
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(entries as u64, count, BUFFER_GROUP, 0)?;
+            ring.submitter().register_buf_ring_with_flags(
+                entries as u64,
+                count,
+                BUFFER_GROUP,
+                0,
+            )?;
         }
         for id in 0..count {
             buffers.give(id);
@@ -296,7 +298,10 @@ impl UringDriver {
                 tracing::error!(error = %e, "io_uring submit failed while the SQ was full");
             }
         }
-        tracing::error!(?entry, "io_uring submission queue stuck full; operation dropped");
+        tracing::error!(
+            ?entry,
+            "io_uring submission queue stuck full; operation dropped"
+        );
     }
 
     pub(crate) fn listen(&mut self, socket: std::net::TcpListener) -> io::Result<ListenerId> {
@@ -544,8 +549,11 @@ impl UringDriver {
         };
         match result {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {
-            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
             Err(e) => return Err(e),
         }
         self.reap();

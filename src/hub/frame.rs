@@ -25,9 +25,11 @@ pub struct Frame {
     pub sequence_header: bool,
     /// The FLV tag body (RTMP message payload).
     pub payload: Bytes,
-    /// The payload split into RTMP chunks at the stream's chunk size, without the first chunk
+    /// The payload split into RTMP chunks at `rtmp_chunk_size`, without the first chunk
     /// header: every RTMP viewer sends its own header, then these shared bytes.
     pub rtmp_body: Bytes,
+    /// The stream's (vhost's) chunk size, which `rtmp_body` is chunked at.
+    pub rtmp_chunk_size: u32,
 }
 
 impl Frame {
@@ -50,6 +52,7 @@ impl Frame {
             sequence_header,
             payload,
             rtmp_body,
+            rtmp_chunk_size: chunk_size,
         })
     }
 

@@ -85,12 +85,24 @@ mod tests {
     use super::*;
 
     fn video(key: bool) -> Arc<Frame> {
-        let body: &'static [u8] = if key { &[0x17, 1, 0, 0, 0, 9] } else { &[0x27, 1, 0, 0, 0, 9] };
+        let body: &'static [u8] = if key {
+            &[0x17, 1, 0, 0, 0, 9]
+        } else {
+            &[0x27, 1, 0, 0, 0, 9]
+        };
         Arc::new(Frame::new(FrameKind::Video, 0, Bytes::from_static(body), 60_000).unwrap())
     }
 
     fn audio() -> Arc<Frame> {
-        Arc::new(Frame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 7]), 60_000).unwrap())
+        Arc::new(
+            Frame::new(
+                FrameKind::Audio,
+                0,
+                Bytes::from_static(&[0xaf, 1, 7]),
+                60_000,
+            )
+            .unwrap(),
+        )
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct Jitter {
 }
 
 const MAX_JITTER_MS: i64 = 250;
+/// Most frames a viewer may lag, whatever the timestamps say (~40 s of 30 fps video + audio).
+const MAX_LAG_FRAMES: u64 = 4096;
 const DEFAULT_FRAME_MS: i64 = 10;
 
 impl Jitter {
@@ -193,20 +195,26 @@ impl Cursor {
         if self.paused {
             return None;
         }
-        if self.next < local.base {
-            self.skip(local);
-        } else if let (Some(current), Some(newest)) = (local.get(self.next), local.frames.back())
-        {
-            let behind = newest.timestamp.wrapping_sub(current.timestamp) as i32;
-            if behind > 0 && behind as u64 > queue_length_ms {
-                self.skip(local);
-            }
-        }
+        self.enforce_lag(local, queue_length_ms);
         loop {
             let frame = local.get(self.next)?;
             self.next += 1;
             if let Some(out) = self.admit(frame) {
                 return Some(out);
+            }
+        }
+    }
+
+    /// Moves a viewer that is too far behind to the newest keyframe: behind the mirror's start,
+    /// more than `queue_length_ms` of media behind, or more than `MAX_LAG_FRAMES` frames behind
+    /// (for publishers whose timestamps don't advance).
+    pub fn enforce_lag(&mut self, local: &LocalStream, queue_length_ms: u64) {
+        if self.next < local.base || local.end().saturating_sub(self.next) > MAX_LAG_FRAMES {
+            self.skip(local);
+        } else if let (Some(current), Some(newest)) = (local.get(self.next), local.frames.back()) {
+            let behind = newest.timestamp.wrapping_sub(current.timestamp) as i32;
+            if behind > 0 && behind as u64 > queue_length_ms {
+                self.skip(local);
             }
         }
     }

@@ -350,7 +350,10 @@ mod tests {
     fn second_publisher_is_busy_and_first_untouched() {
         let hub = Hub::new(2);
         let s = hub.publish(key("a"), &settings(), 1).unwrap();
-        assert_eq!(hub.publish(key("a"), &settings(), 2).err(), Some(PublishError::Busy("__defaultVhost__/live/a".into())));
+        assert_eq!(
+            hub.publish(key("a"), &settings(), 2).err(),
+            Some(PublishError::Busy("__defaultVhost__/live/a".into()))
+        );
         assert!(s.is_published());
         hub.unpublish(&s, 2); // not the publisher: ignored
         assert!(s.is_published());

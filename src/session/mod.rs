@@ -90,7 +90,11 @@ impl Ctx<'_> {
 
     /// Makes this connection a viewer of a stream on this worker: returns the stream, what to
     /// send first, and the cursor for live frames.
-    pub fn join(&mut self, key: StreamKey, settings: &StreamSettings) -> (Arc<Stream>, JoinStart, Cursor) {
+    pub fn join(
+        &mut self,
+        key: StreamKey,
+        settings: &StreamSettings,
+    ) -> (Arc<Stream>, JoinStart, Cursor) {
         let stream = self.shared.hub.join(key, settings, self.worker);
         let local = self
             .locals

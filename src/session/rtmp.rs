@@ -72,7 +72,8 @@ impl RtmpSession {
             out_chunk_size: vhost.chunk_size,
             max_in_chunk_size: config.rtmp.max_chunk_size,
             max_message_len: config.rtmp.max_message_size,
-            random_seed: client.serial ^ 0x5EED_0F_5E55_1000,
+            // S1's random bytes need only differ between connections, not be secret.
+            random_seed: client.serial.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             ..SessionConfig::default()
         });
         RtmpSession {
@@ -96,9 +97,6 @@ impl RtmpSession {
 
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), SessionError> {
         self.client.bytes_in += data.len() as u64;
-        if let Role::Publisher(publisher) = &mut self.role {
-            publisher.last_media.get_or_insert(now);
-        }
         self.proto.handle_input(now, data)
     }
 
@@ -138,6 +136,9 @@ impl RtmpSession {
                 self.tc_url = request.tc_url.clone();
                 self.app = request.app.clone();
                 tracing::debug!(client = %self.client.id, tc_url = %request.tc_url, app = %request.app, "rtmp connect");
+                let vhost = StreamRequest::connect_vhost(&request.tc_url, &request.app);
+                let (_, vhost) = ctx.shared.config.vhost(&vhost);
+                self.proto.set_out_chunk_size(vhost.chunk_size);
                 self.proto.accept_connect();
             }
             SessionEvent::Publish(request) => self.start_publish(request, ctx),
@@ -280,7 +281,7 @@ impl RtmpSession {
             message_stream_id: stream_id,
             cursor,
             config,
-            chunk_size: settings.chunk_size,
+            chunk_size: self.proto.out_chunk_size(),
             last_progress: ctx.now,
             reported_skips: 0,
         });
@@ -361,6 +362,14 @@ impl RtmpSession {
             ..
         } = ctx;
         let local = locals.get(&player.stream.id)?;
+        if player.cursor.paused {
+            // A paused player resumes at a new keyframe: it holds no frames meanwhile.
+            return None;
+        }
+        // Applied even when the socket is full, so a stuck player cannot pin old frames.
+        player
+            .cursor
+            .enforce_lag(local, player.config.queue_length_ms);
         if driver.pending_bytes(*conn) < PLAYER_HIGH_WATER {
             player.last_progress = *now;
         }
@@ -396,12 +405,12 @@ impl RtmpSession {
             Role::Idle => (now >= self.setup_deadline)
                 .then(|| "no publish or play before the handshake timeout".to_string()),
             Role::Publisher(p) => match p.last_media {
-                None if now >= p.started + Duration::from_millis(p.timeouts.firstpkt_timeout_ms) => {
+                None if now
+                    >= p.started + Duration::from_millis(p.timeouts.firstpkt_timeout_ms) =>
+                {
                     Some("publisher sent no media (firstpkt_timeout)".into())
                 }
-                Some(last)
-                    if now >= last + Duration::from_millis(p.timeouts.normal_timeout_ms) =>
-                {
+                Some(last) if now >= last + Duration::from_millis(p.timeouts.normal_timeout_ms) => {
                     Some("publisher idle (normal_timeout)".into())
                 }
                 _ => None,
@@ -434,8 +443,14 @@ impl RtmpSession {
     pub fn closed(&mut self, reason: CloseReason, ctx: &mut Ctx<'_>) {
         let (role, stream) = match &self.role {
             Role::Idle => ("none", String::new()),
-            Role::Publisher(p) => ("publisher", format!("{}/{}", p.stream.key.vhost, p.request.path())),
-            Role::Player(p) => ("player", format!("{}/{}", p.stream.key.vhost, p.request.path())),
+            Role::Publisher(p) => (
+                "publisher",
+                format!("{}/{}", p.stream.key.vhost, p.request.path()),
+            ),
+            Role::Player(p) => (
+                "player",
+                format!("{}/{}", p.stream.key.vhost, p.request.path()),
+            ),
         };
         let why = self
             .close_reason
@@ -459,7 +474,13 @@ impl RtmpSession {
 
 /// Queues one frame for a player: its own chunk header, then the shared body. Returns the
 /// bytes queued.
-fn write_frame(driver: &mut Driver, conn: ConnId, player: &Player, frame: &Frame, timestamp: u32) -> u64 {
+fn write_frame(
+    driver: &mut Driver,
+    conn: ConnId,
+    player: &Player,
+    frame: &Frame,
+    timestamp: u32,
+) -> u64 {
     let header = ViewerHeader::new(frame, timestamp, player.message_stream_id);
     let body = viewer_body(frame, timestamp, player.chunk_size);
     let len = header.as_bytes().len() + body.len();

@@ -289,10 +289,7 @@ impl ChunkReader {
         Ok(messages)
     }
 
-    fn read_message_inner(
-        &mut self,
-        input: &mut &[u8],
-    ) -> Result<Option<RtmpMessage>, ChunkError> {
+    fn read_message_inner(&mut self, input: &mut &[u8]) -> Result<Option<RtmpMessage>, ChunkError> {
         loop {
             match self.state {
                 ReadState::Header => {
@@ -433,8 +430,7 @@ impl ChunkReader {
             parsed.type_id = fields[6];
         }
         if fmt == 0 {
-            parsed.stream_id =
-                u32::from_le_bytes([fields[7], fields[8], fields[9], fields[10]]);
+            parsed.stream_id = u32::from_le_bytes([fields[7], fields[8], fields[9], fields[10]]);
         }
         if fmt <= 2 {
             if parsed.timestamp_field == EXTENDED_TIMESTAMP {
@@ -469,7 +465,10 @@ impl ChunkReader {
     ) -> Result<Option<RtmpMessage>, ChunkError> {
         let csid = parsed.csid;
         let stream = self.stream_or_insert(csid)?;
-        let in_progress = stream.partial.as_ref().map(|p| (p.header.length, p.payload.len()));
+        let in_progress = stream
+            .partial
+            .as_ref()
+            .map(|p| (p.header.length, p.payload.len()));
         match parsed.fmt {
             0 => {
                 if let Some((length, received)) = in_progress {
@@ -588,7 +587,9 @@ impl ChunkReader {
                 0
             }
         };
-        let remaining = (header.length as usize).saturating_sub(received).min(chunk_size);
+        let remaining = (header.length as usize)
+            .saturating_sub(received)
+            .min(chunk_size);
         self.state = ReadState::Payload { csid, remaining };
         Ok(None)
     }
@@ -623,7 +624,10 @@ impl ChunkReader {
             // The top bit must be zero; a "negative" size exceeds any limit we allow.
             return self.set_chunk_size(value);
         }
-        if let Some(partial) = self.stream_mut(value).and_then(|stream| stream.partial.take()) {
+        if let Some(partial) = self
+            .stream_mut(value)
+            .and_then(|stream| stream.partial.take())
+        {
             self.partial_count -= 1;
             self.reserved_bytes -= partial.reserved;
         }
@@ -670,7 +674,13 @@ fn put_u24<B: BufMut + ?Sized>(out: &mut B, value: u32) {
 
 /// Length of the type-0 header [`write_fmt0_header`] writes.
 pub fn fmt0_header_len(csid: u32, timestamp: u32) -> usize {
-    basic_header_len(csid) + 11 + if timestamp >= EXTENDED_TIMESTAMP { 4 } else { 0 }
+    basic_header_len(csid)
+        + 11
+        + if timestamp >= EXTENDED_TIMESTAMP {
+            4
+        } else {
+            0
+        }
 }
 
 /// Writes a type-0 chunk header: basic header, timestamp, `header.length`, type, stream id,
@@ -873,10 +883,12 @@ mod tests {
     #[test]
     fn fmt0_one_byte_basic_header_known_bytes() {
         let mut out = Vec::new();
-        write_fmt0_header(&mut out, 3, &header(0x0102_03, 0x00_00_05, 20, 1));
+        write_fmt0_header(&mut out, 3, &header(0x0001_0203, 5, 20, 1));
         assert_eq!(
             out,
-            [0x03, 0x01, 0x02, 0x03, 0x00, 0x00, 0x05, 0x14, 0x01, 0x00, 0x00, 0x00]
+            [
+                0x03, 0x01, 0x02, 0x03, 0x00, 0x00, 0x05, 0x14, 0x01, 0x00, 0x00, 0x00
+            ]
         );
     }
 
@@ -887,7 +899,10 @@ mod tests {
         write_basic_header(&mut out, 3, 319);
         write_basic_header(&mut out, 0, 320);
         write_basic_header(&mut out, 1, 65599);
-        assert_eq!(out, [0xC0, 0, 0xC0, 255, 0x01, 0x00, 0x01, 0x41, 0xFF, 0xFF]);
+        assert_eq!(
+            out,
+            [0xC0, 0, 0xC0, 255, 0x01, 0x00, 0x01, 0x41, 0xFF, 0xFF]
+        );
     }
 
     #[test]
@@ -954,9 +969,18 @@ mod tests {
         let mut writer = ChunkWriter::with_header_compression(128);
         let mut wire = Vec::new();
         let mut expected = Vec::new();
-        for (i, ts) in [0u32, 40, 80, 120, 100, 0x0100_0000, 0x0200_0000, 0x0300_0000]
-            .into_iter()
-            .enumerate()
+        for (i, ts) in [
+            0u32,
+            40,
+            80,
+            120,
+            100,
+            0x0100_0000,
+            0x0200_0000,
+            0x0300_0000,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let payload = vec![i as u8; 50 + (i % 3) * 100];
             let h = header(ts, 0, 9, 1);
@@ -1004,7 +1028,11 @@ mod tests {
         let mut wire = Vec::new();
         ChunkWriter::new(128).write(&mut wire, 2, &header(0, 0, 1, 0), &0u32.to_be_bytes());
         assert_eq!(reader.read_all(&wire), Err(ChunkError::ChunkSizeZero));
-        assert_eq!(reader.read_all(&[]), Err(ChunkError::ChunkSizeZero), "stays failed");
+        assert_eq!(
+            reader.read_all(&[]),
+            Err(ChunkError::ChunkSizeZero),
+            "stays failed"
+        );
 
         let mut reader = ChunkReader::default();
         let mut wire = Vec::new();

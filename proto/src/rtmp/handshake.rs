@@ -83,7 +83,10 @@ impl DigestSchema {
             DigestSchema::KeyFirst => 8 + 764,
             DigestSchema::DigestFirst => 8,
         };
-        let sum: usize = packet[block..block + 4].iter().map(|&b| usize::from(b)).sum();
+        let sum: usize = packet[block..block + 4]
+            .iter()
+            .map(|&b| usize::from(b))
+            .sum();
         block + 4 + sum % 728
     }
 }
@@ -176,7 +179,9 @@ enum ServerState {
     /// Collecting C0 (1 byte) + C1 (1536 bytes).
     ReadingC0C1,
     /// S0S1S2 is queued; skipping C2, of which `received` bytes have arrived.
-    ReadingC2 { received: usize },
+    ReadingC2 {
+        received: usize,
+    },
     Done,
     Failed(HandshakeError),
 }
@@ -411,7 +416,10 @@ impl ClientHandshake {
             ));
         }
         let server_digest = self.c1_digest_offset.and_then(|_| {
-            find_valid_digest(&s1, &FLASH_MEDIA_SERVER_KEY[..FLASH_MEDIA_SERVER_KEY_PUBLIC_LEN])
+            find_valid_digest(
+                &s1,
+                &FLASH_MEDIA_SERVER_KEY[..FLASH_MEDIA_SERVER_KEY_PUBLIC_LEN],
+            )
         });
         let c2 = match server_digest {
             Some((_, offset)) => {
@@ -505,7 +513,9 @@ mod tests {
     fn trailing_bytes_after_c2_are_not_consumed() {
         let mut client = ClientHandshake::new(HandshakeKind::Simple, 3);
         let mut server = ServerHandshake::new(4);
-        server.handle_input(&client.poll_transmit().unwrap()).unwrap();
+        server
+            .handle_input(&client.poll_transmit().unwrap())
+            .unwrap();
         client
             .handle_input(&server.poll_transmit().unwrap())
             .unwrap();

@@ -77,15 +77,33 @@ pub enum MessageError {
 /// A user control message (type 4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserControlEvent {
-    StreamBegin { stream_id: u32 },
-    StreamEof { stream_id: u32 },
-    StreamDry { stream_id: u32 },
-    SetBufferLength { stream_id: u32, buffer_ms: u32 },
-    StreamIsRecorded { stream_id: u32 },
-    PingRequest { timestamp: u32 },
-    PingResponse { timestamp: u32 },
+    StreamBegin {
+        stream_id: u32,
+    },
+    StreamEof {
+        stream_id: u32,
+    },
+    StreamDry {
+        stream_id: u32,
+    },
+    SetBufferLength {
+        stream_id: u32,
+        buffer_ms: u32,
+    },
+    StreamIsRecorded {
+        stream_id: u32,
+    },
+    PingRequest {
+        timestamp: u32,
+    },
+    PingResponse {
+        timestamp: u32,
+    },
     /// An event we do not interpret (SWF verification, FMS buffer events, ...): raw data.
-    Other { event_type: u16, data: Bytes },
+    Other {
+        event_type: u16,
+        data: Bytes,
+    },
 }
 
 impl UserControlEvent {
@@ -429,9 +447,11 @@ pub fn split_aggregate(
     let mut first_timestamp = None;
     while offset < payload.len() {
         let truncated = MessageError::AggregateTruncated { offset };
-        let record = payload.get(offset..offset + PART_HEADER).ok_or(truncated.clone())?;
-        let size = (usize::from(record[1]) << 16) | (usize::from(record[2]) << 8)
-            | usize::from(record[3]);
+        let record = payload
+            .get(offset..offset + PART_HEADER)
+            .ok_or(truncated.clone())?;
+        let size =
+            (usize::from(record[1]) << 16) | (usize::from(record[2]) << 8) | usize::from(record[3]);
         let timestamp = (u32::from(record[7]) << 24)
             | (u32::from(record[4]) << 16)
             | (u32::from(record[5]) << 8)

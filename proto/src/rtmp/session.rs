@@ -169,7 +169,8 @@ pub enum SessionEvent {
     },
     /// FCUnpublish; the session already answered with NetStream.Unpublish.Success.
     Unpublish { stream_id: u32 },
-    /// closeStream or deleteStream of a stream that was created.
+    /// closeStream or deleteStream of a stream that was created: ends whatever publish or
+    /// play ran on it (Flash sends no FCUnpublish).
     CloseStream { stream_id: u32 },
     /// Audio, video or data (incl. `@setDataFrame`), also the parts of aggregates.
     Media(MediaMessage),
@@ -492,11 +493,7 @@ impl ServerSession {
             ],
             &mut body,
         );
-        self.send_message(
-            CSID_STREAM,
-            &header(type_id::AMF0_DATA, stream_id),
-            &body,
-        );
+        self.send_message(CSID_STREAM, &header(type_id::AMF0_DATA, stream_id), &body);
     }
 
     /// Answers a play with an error onStatus, e.g. `NetStream.Play.StreamNotFound`.
@@ -525,6 +522,18 @@ impl ServerSession {
     /// Sends any message through the session's chunk writer (type-0 headers, out chunk size).
     pub fn send_message(&mut self, csid: u32, header: &MessageHeader, payload: &[u8]) {
         self.writer.write(&mut self.out, csid, header, payload);
+    }
+
+    /// Sets the chunk size towards the client (e.g. from the vhost the connect named). Before
+    /// `accept_connect` it replaces `SessionConfig::out_chunk_size`; after, it sends
+    /// SetChunkSize at once. Sizes are clamped to 128..=65536 (what SRS accepts).
+    pub fn set_out_chunk_size(&mut self, size: u32) {
+        let size = size.clamp(128, 65_536);
+        self.config.out_chunk_size = size;
+        if self.is_connected() && self.writer.chunk_size() != size {
+            self.send_control(&Message::SetChunkSize(size));
+            self.writer.set_chunk_size(size);
+        }
     }
 
     /// The chunk size towards the client: 128 until connect is accepted, then
@@ -581,7 +590,12 @@ impl ServerSession {
         let decoded = match Message::decode(type_id, &message.payload) {
             Ok(decoded) => decoded,
             // SRS never decodes these; a malformed one must not cost the connection.
-            Err(_) if matches!(type_id, type_id::ACKNOWLEDGEMENT | type_id::SET_PEER_BANDWIDTH) => {
+            Err(_)
+                if matches!(
+                    type_id,
+                    type_id::ACKNOWLEDGEMENT | type_id::SET_PEER_BANDWIDTH
+                ) =>
+            {
                 return Ok(());
             }
             Err(source) => return Err(SessionError::Message { type_id, source }),
@@ -607,12 +621,11 @@ impl ServerSession {
                 }
             }
             Message::Aggregate(payload) => {
-                let parts = split_aggregate(&header, &payload).map_err(|source| {
-                    SessionError::Message {
+                let parts =
+                    split_aggregate(&header, &payload).map_err(|source| SessionError::Message {
                         type_id: type_id::AGGREGATE,
                         source,
-                    }
-                })?;
+                    })?;
                 for part in parts {
                     let kind = match part.type_id {
                         type_id::AUDIO => MediaKind::Audio,
@@ -709,7 +722,8 @@ impl ServerSession {
             "closeStream" => {
                 if let Some(stream) = self.streams.iter_mut().find(|s| s.id == stream_id) {
                     stream.state = StreamState::Idle;
-                    self.events.push_back(SessionEvent::CloseStream { stream_id });
+                    self.events
+                        .push_back(SessionEvent::CloseStream { stream_id });
                 }
             }
             // SRS leaves it unanswered and ffmpeg does not wait for it.
@@ -852,6 +866,15 @@ impl ServerSession {
             _ => true,
         };
         match self.streams.iter_mut().find(|s| s.id == stream_id) {
+            // A second play on a playing stream (some Flash players re-issue it): SRS ignores it.
+            Some(stream)
+                if matches!(
+                    stream.state,
+                    StreamState::PlayPending | StreamState::Playing
+                ) =>
+            {
+                return Ok(());
+            }
             Some(stream) if stream.state != StreamState::Idle => {
                 return Err(SessionError::StreamBusy {
                     command: "play",
