@@ -215,6 +215,8 @@ impl Worker {
                 self.put_session(conn, session);
             }
             Event::Closed { conn, reason } => self.closed(conn, reason, now),
+            // The server makes no outbound connections yet (forward and edge will).
+            Event::Connected { .. } => {}
             Event::Woken => {
                 let mut inbox = std::mem::take(&mut self.inbox);
                 self.shared.links[self.id].take(&mut inbox);

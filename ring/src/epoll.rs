@@ -33,6 +33,8 @@ fn token_conn(token: Token) -> ConnId {
 
 #[derive(PartialEq, Eq)]
 enum State {
+    /// Outbound, waiting for the first writable edge to learn how the connect went.
+    Connecting,
     Open,
     /// `close_after_flush`: no more reads; closes once the queue is empty.
     Draining,
@@ -119,6 +121,54 @@ impl EpollDriver {
         self.waker.clone()
     }
 
+    pub(crate) fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        let stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        let conn = self.conns.insert(Conn {
+            stream,
+            sendq: SendQueue::default(),
+            state: State::Connecting,
+            writable: false,
+            queued_for_flush: false,
+            queued_for_read: false,
+        });
+        let c = self.conns.get_mut(conn).expect("just inserted");
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut c.stream, conn_token(conn), interest)
+        {
+            self.conns.remove(conn);
+            return Err(e);
+        }
+        Ok(conn)
+    }
+
+    /// The first writable (or error) edge of an outbound connection: up, or failed.
+    fn finish_connect(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let error = match c.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => c.stream.peer_addr().err(),
+        };
+        match error {
+            Some(e) if e.kind() == io::ErrorKind::NotConnected => {} // not yet: wait for the next edge
+            Some(e) => self.finish(conn, CloseReason::Error(e.kind())),
+            None => {
+                c.state = State::Open;
+                c.writable = true;
+                self.counters.connected += 1;
+                self.ready.push_back(Event::Connected { conn });
+                if !c.sendq.is_empty() {
+                    self.queue_flush(conn);
+                }
+            }
+        }
+    }
+
     fn queue_flush(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(conn)
             && !c.queued_for_flush
@@ -130,7 +180,7 @@ impl EpollDriver {
 
     pub(crate) fn send(&mut self, conn: ConnId, data: Bytes) {
         if let Some(c) = self.conns.get_mut(conn)
-            && c.state == State::Open
+            && c.state != State::Draining
         {
             c.sendq.push(data);
             self.queue_flush(conn);
@@ -139,7 +189,7 @@ impl EpollDriver {
 
     pub(crate) fn send_copy(&mut self, conn: ConnId, data: &[u8]) {
         if let Some(c) = self.conns.get_mut(conn)
-            && c.state == State::Open
+            && c.state != State::Draining
         {
             c.sendq.push_copy(data);
             self.queue_flush(conn);
@@ -158,7 +208,7 @@ impl EpollDriver {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        if c.sendq.is_empty() {
+        if c.sendq.is_empty() || c.state == State::Connecting {
             self.finish(conn, CloseReason::Local);
         } else {
             c.state = State::Draining;
@@ -203,6 +253,21 @@ impl EpollDriver {
                 self.accept_all(token.0 & !LISTENER_TAG);
             } else {
                 let conn = token_conn(token);
+                let Some(c) = self.conns.get_mut(conn) else {
+                    continue;
+                };
+                if c.state == State::Connecting {
+                    if !(writable || readable) {
+                        continue;
+                    }
+                    self.finish_connect(conn);
+                    let Some(c) = self.conns.get_mut(conn) else {
+                        continue;
+                    };
+                    if c.state == State::Connecting {
+                        continue;
+                    }
+                }
                 let Some(c) = self.conns.get_mut(conn) else {
                     continue;
                 };
@@ -285,6 +350,9 @@ impl EpollDriver {
             return;
         };
         c.queued_for_flush = false;
+        if c.state == State::Connecting {
+            return; // flushed once connected
+        }
         let mut outcome = Ok(());
         while c.writable && !c.sendq.is_empty() {
             let mut slices = Vec::with_capacity(max_iovecs.min(64));
@@ -346,6 +414,7 @@ impl EpollDriver {
             self.readable.pop_front();
             return None;
         }
+
         let id = match self.free_buffers.pop() {
             Some(id) => id,
             None => {

@@ -121,7 +121,8 @@ impl Default for DriverConfig {
     }
 }
 
-/// A connection, valid from its [`Event::Accepted`] to its [`Event::Closed`]. The generation
+/// A connection, valid from its [`Event::Accepted`] (or [`Driver::connect`]) to its
+/// [`Event::Closed`]. The generation
 /// makes a stale id harmless after its slot is reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
@@ -188,6 +189,11 @@ pub enum Event {
         conn: ConnId,
         peer: SocketAddr,
     },
+    /// An outbound connection from [`Driver::connect`] is established. (A failed one ends
+    /// with `Closed` instead.)
+    Connected {
+        conn: ConnId,
+    },
     Received {
         conn: ConnId,
         buf: RecvBuf,
@@ -218,6 +224,7 @@ pub struct IoCounters {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub accepted: u64,
+    pub connected: u64,
 }
 
 /// The I/O engine of one worker thread.
@@ -290,6 +297,12 @@ impl Driver {
     /// Stops accepting on every listener (graceful shutdown). Open connections are untouched.
     pub fn stop_listening(&mut self) {
         dispatch!(mut self, d => d.stop_listening())
+    }
+
+    /// Opens an outbound TCP connection. The id is usable at once (sends queue until the
+    /// connection is up); [`Event::Connected`] or [`Event::Closed`] follows.
+    pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        dispatch!(mut self, d => d.connect(addr))
     }
 
     /// A handle other threads use to wake this driver out of [`Driver::wait`].

@@ -342,3 +342,79 @@ fn receive_buffers_are_recycled_under_load() {
         server.stop();
     }
 }
+
+/// Drives a client-side driver on the test thread until `done` says so or 5 s pass.
+fn drive_until(driver: &mut Driver, mut on_event: impl FnMut(&mut Driver, Event) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        driver.wait(Some(Duration::from_millis(20))).unwrap();
+        while let Some(event) = driver.next_event() {
+            if on_event(driver, event) {
+                return;
+            }
+        }
+    }
+    panic!("timed out");
+}
+
+#[test]
+fn outbound_connect_sends_queued_data_and_receives() {
+    for backend in backends() {
+        let server = Server::spawn(backend, echo);
+        let mut client = Driver::new(backend, &DriverConfig::default()).unwrap();
+        let conn = client.connect(server.addr).unwrap();
+        // Queued before the connection is up: goes out once it is.
+        client.send_copy(conn, b"hello ");
+        client.send(conn, Bytes::from_static(b"world"));
+        let mut connected = false;
+        let mut got = Vec::new();
+        drive_until(&mut client, |driver, event| {
+            match event {
+                Event::Connected { conn: c } => connected = c == conn,
+                Event::Received { conn: c, buf } => {
+                    assert_eq!(c, conn);
+                    got.extend_from_slice(driver.recv_data(&buf));
+                    driver.release(buf);
+                }
+                Event::Closed { reason, .. } => panic!("{backend}: closed: {reason}"),
+                _ => {}
+            }
+            got.len() >= 11
+        });
+        assert!(connected, "{backend}");
+        assert_eq!(got, b"hello world", "{backend}");
+        client.close(conn);
+        drive_until(&mut client, |_, event| {
+            matches!(event, Event::Closed { .. })
+        });
+        assert_eq!(client.connection_count(), 0);
+        assert_eq!(client.counters().connected, 1);
+        server.stop();
+    }
+}
+
+#[test]
+fn outbound_connect_refused_is_closed_with_the_error() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = unused.local_addr().unwrap();
+    drop(unused);
+    for backend in backends() {
+        let mut client = Driver::new(backend, &DriverConfig::default()).unwrap();
+        let conn = client.connect(addr).unwrap();
+        client.send_copy(conn, b"never sent");
+        drive_until(&mut client, |_, event| match event {
+            Event::Closed { conn: c, reason } => {
+                assert_eq!(c, conn);
+                assert_eq!(
+                    reason,
+                    CloseReason::Error(std::io::ErrorKind::ConnectionRefused),
+                    "{backend}"
+                );
+                true
+            }
+            Event::Connected { .. } => panic!("{backend}: connected to nothing"),
+            _ => false,
+        });
+        assert_eq!(client.connection_count(), 0);
+    }
+}

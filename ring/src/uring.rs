@@ -37,6 +37,7 @@ enum Op {
     Send = 3,
     Wake = 4,
     Cancel = 5,
+    Connect = 6,
 }
 
 fn user_data(op: Op, index: u32, generation: u32) -> u64 {
@@ -50,6 +51,7 @@ fn decode_user_data(data: u64) -> (Option<Op>, u32, u32) {
         3 => Some(Op::Send),
         4 => Some(Op::Wake),
         5 => Some(Op::Cancel),
+        6 => Some(Op::Connect),
         _ => None,
     };
     (op, ((data >> 32) & 0x00ff_ffff) as u32, data as u32)
@@ -208,6 +210,8 @@ struct SendOp {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
+    /// Outbound, connect operation in flight.
+    Connecting,
     Open,
     /// `close_after_flush`: recv cancelled, closing once the queue is written.
     Draining,
@@ -219,6 +223,8 @@ struct Conn {
     fd: OwnedFd,
     sendq: SendQueue,
     send: Box<SendOp>,
+    /// The peer address a connect operation reads; boxed so it stays put while in flight.
+    connect_to: Option<Box<socket2::SockAddr>>,
     send_in_flight: bool,
     recv_armed: bool,
     state: State,
@@ -353,6 +359,72 @@ impl UringDriver {
         self.waker.clone()
     }
 
+    fn new_conn(fd: OwnedFd, state: State) -> Conn {
+        Conn {
+            fd,
+            sendq: SendQueue::default(),
+            send: Box::new(SendOp {
+                // SAFETY: plain data, filled in before each use.
+                msg: unsafe { std::mem::zeroed() },
+                iov: Vec::new(),
+                bufs: Vec::new(),
+            }),
+            connect_to: None,
+            send_in_flight: false,
+            recv_armed: false,
+            state,
+            queued_for_flush: false,
+        }
+    }
+
+    pub(crate) fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.cloexec(),
+            Some(socket2::Protocol::TCP),
+        )?;
+        let _ = socket.set_tcp_nodelay(true);
+        let fd = OwnedFd::from(socket);
+        let target = Box::new(socket2::SockAddr::from(addr));
+        let entry = opcode::Connect::new(
+            types::Fd(fd.as_raw_fd()),
+            target.as_ptr().cast(),
+            target.len(),
+        )
+        .build();
+        let mut conn_state = Self::new_conn(fd, State::Connecting);
+        conn_state.connect_to = Some(target);
+        let conn = self.conns.insert(conn_state);
+        self.push(entry.user_data(conn_user_data(Op::Connect, conn)));
+        Ok(conn)
+    }
+
+    fn connected(&mut self, conn: ConnId, result: i32) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.connect_to = None;
+        if c.state != State::Connecting {
+            // Closed while connecting.
+            self.finish_if_idle(conn);
+            return;
+        }
+        if result < 0 {
+            c.state = State::Open;
+            let kind = io::Error::from_raw_os_error(-result).kind();
+            self.begin_close(conn, CloseReason::Error(kind));
+            return;
+        }
+        c.state = State::Open;
+        let has_data = !c.sendq.is_empty();
+        self.counters.connected += 1;
+        self.arm_recv(conn);
+        if has_data {
+            self.queue_flush(conn);
+        }
+        self.ready.push_back(Event::Connected { conn });
+    }
+
     fn queue_flush(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(conn)
             && !c.queued_for_flush
@@ -364,7 +436,7 @@ impl UringDriver {
 
     pub(crate) fn send(&mut self, conn: ConnId, data: Bytes) {
         if let Some(c) = self.conns.get_mut(conn)
-            && c.state == State::Open
+            && matches!(c.state, State::Open | State::Connecting)
         {
             c.sendq.push(data);
             self.queue_flush(conn);
@@ -373,7 +445,7 @@ impl UringDriver {
 
     pub(crate) fn send_copy(&mut self, conn: ConnId, data: &[u8]) {
         if let Some(c) = self.conns.get_mut(conn)
-            && c.state == State::Open
+            && matches!(c.state, State::Open | State::Connecting)
         {
             c.sendq.push_copy(data);
             self.queue_flush(conn);
@@ -395,6 +467,10 @@ impl UringDriver {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
+        if c.state == State::Connecting {
+            self.begin_close(conn, CloseReason::Local);
+            return;
+        }
         if c.state != State::Open {
             return;
         }
@@ -425,6 +501,7 @@ impl UringDriver {
         if matches!(c.state, State::Closing(_)) {
             return;
         }
+        let connecting = c.state == State::Connecting;
         c.state = State::Closing(reason);
         c.sendq.clear();
         let recv_armed = c.recv_armed;
@@ -433,6 +510,9 @@ impl UringDriver {
             // so it fails now.
             // SAFETY: shutdown on an fd we own.
             unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        if connecting {
+            self.cancel(conn_user_data(Op::Connect, conn));
         }
         if recv_armed {
             self.cancel(conn_user_data(Op::Recv, conn));
@@ -447,6 +527,7 @@ impl UringDriver {
         if let State::Closing(reason) = c.state
             && !c.recv_armed
             && !c.send_in_flight
+            && c.connect_to.is_none()
         {
             // Dropping the Conn closes the fd: no operation refers to it any more.
             self.conns.remove(conn);
@@ -485,7 +566,10 @@ impl UringDriver {
             return;
         };
         c.queued_for_flush = false;
-        if c.send_in_flight || c.sendq.is_empty() || matches!(c.state, State::Closing(_)) {
+        if c.send_in_flight
+            || c.sendq.is_empty()
+            || matches!(c.state, State::Closing(_) | State::Connecting)
+        {
             return;
         }
         let op = &mut *c.send;
@@ -581,6 +665,7 @@ impl UringDriver {
             Some(Op::Accept) => self.accepted(index, result, flags),
             Some(Op::Recv) => self.received(conn, result, flags),
             Some(Op::Send) => self.sent(conn, result),
+            Some(Op::Connect) => self.connected(conn, result),
             Some(Op::Wake) => {
                 self.wake_armed = false;
                 self.waker.reset();
@@ -618,20 +703,7 @@ impl UringDriver {
             return;
         };
         let _ = sock.set_tcp_nodelay(true);
-        let conn = self.conns.insert(Conn {
-            fd,
-            sendq: SendQueue::default(),
-            send: Box::new(SendOp {
-                // SAFETY: plain data, filled in before each use.
-                msg: unsafe { std::mem::zeroed() },
-                iov: Vec::new(),
-                bufs: Vec::new(),
-            }),
-            send_in_flight: false,
-            recv_armed: false,
-            state: State::Open,
-            queued_for_flush: false,
-        });
+        let conn = self.conns.insert(Self::new_conn(fd, State::Open));
         self.counters.accepted += 1;
         self.arm_recv(conn);
         self.ready.push_back(Event::Accepted {
@@ -708,7 +780,7 @@ impl UringDriver {
                 op.bufs.clear();
                 self.finish_if_idle(conn);
             }
-            State::Open | State::Draining => {
+            State::Open | State::Draining | State::Connecting => {
                 c.sendq.restore_front(op.bufs.drain(..));
                 if !c.sendq.is_empty() {
                     self.queue_flush(conn);

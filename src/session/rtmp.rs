@@ -216,6 +216,7 @@ impl RtmpSession {
                     vhost = %stream.key.vhost,
                     stream = %parsed.path(),
                     param = %parsed.param,
+                    handshake = ?self.proto.handshake_kind(),
                     "publish started"
                 );
                 let (_, vhost) = ctx.shared.config.vhost(&parsed.vhost);
@@ -272,6 +273,7 @@ impl RtmpSession {
             vhost = %stream.key.vhost,
             stream = %parsed.path(),
             param = %parsed.param,
+            handshake = ?self.proto.handshake_kind(),
             published = stream.is_published(),
             "play started"
         );
