@@ -271,6 +271,9 @@ enum Phase {
     Rejected,
 }
 
+/// Event queue capacity kept between bursts.
+const RETAINED_EVENT_CAPACITY: usize = 16;
+
 /// The server side of one RTMP connection. See the module docs.
 #[derive(Debug)]
 pub struct ServerSession {
@@ -363,9 +366,16 @@ impl ServerSession {
     /// Bytes to send first, then events in arrival order; `None` when there is nothing.
     pub fn poll_output(&mut self) -> Option<SessionOutput> {
         if !self.out.is_empty() {
-            return Some(SessionOutput::Transmit(self.out.split().freeze()));
+            // The whole buffer goes, spare capacity too: after `split` the emptied BytesMut
+            // would keep its allocation alive, kilobytes pinned by every idle player.
+            return Some(SessionOutput::Transmit(std::mem::take(&mut self.out).freeze()));
         }
-        self.events.pop_front().map(SessionOutput::Event)
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > RETAINED_EVENT_CAPACITY {
+            // A burst of small messages must not leave its queue behind.
+            self.events.shrink_to(RETAINED_EVENT_CAPACITY);
+        }
+        event.map(SessionOutput::Event)
     }
 
     /// Accepts the pending connect (SRS's replies, see the module docs), then processes what
