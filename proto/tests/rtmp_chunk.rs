@@ -311,3 +311,44 @@ fn extended_timestamp_repeated_or_not() {
         assert_eq!(&messages[0].payload[..], &payload[..]);
     }
 }
+
+/// `media_prefix` keeps only the head of audio/video payloads, whole other messages, and the
+/// stream stays in sync across chunk boundaries and fragmenting.
+#[test]
+fn media_prefix_keeps_heads_of_media_only() {
+    use sluice_proto::rtmp::chunk::{ChunkReaderConfig, ChunkWriter, MessageHeader};
+    let video: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+    let command = vec![7u8; 300];
+    for chunk_size in [128u32, 4096, 60_000] {
+        let mut writer = ChunkWriter::new(chunk_size);
+        let mut wire = Vec::new();
+        for (type_id, payload) in [(9u8, &video), (20, &command), (8, &video[..20].to_vec())] {
+            let header = MessageHeader {
+                timestamp: 5,
+                length: payload.len() as u32,
+                type_id,
+                stream_id: 1,
+            };
+            writer.write(
+                &mut wire,
+                if type_id == 20 { 3 } else { 6 },
+                &header,
+                payload,
+            );
+        }
+        let mut reader = sluice_proto::rtmp::ChunkReader::new(ChunkReaderConfig {
+            media_prefix: Some(16),
+            ..ChunkReaderConfig::default()
+        });
+        reader.set_chunk_size(chunk_size).unwrap();
+        let mut messages = Vec::new();
+        for piece in wire.chunks(777) {
+            messages.extend(reader.read_all(piece).unwrap());
+        }
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[0].header.length, 100_000);
+        assert_eq!(&messages[0].payload[..], &video[..16]);
+        assert_eq!(&messages[1].payload[..], &command[..]);
+        assert_eq!(&messages[2].payload[..], &video[..16]);
+    }
+}

@@ -58,6 +58,8 @@ pub const CSID_VIDEO: u32 = 6;
 pub const CSID_AUDIO: u32 = 7;
 
 const SET_CHUNK_SIZE: u8 = 1;
+const TYPE_AUDIO: u8 = 8;
+const TYPE_VIDEO: u8 = 9;
 const ABORT: u8 = 2;
 
 /// Chunk streams with ids below this live in a directly indexed table (one-byte basic header).
@@ -136,6 +138,10 @@ pub struct ChunkReaderConfig {
     /// How many chunk streams with two- or three-byte ids (64 and up) may be in use; the 62
     /// one-byte ids are always available (default 1024).
     pub max_chunk_streams: usize,
+    /// Keep only this many leading bytes of audio and video payloads (`header.length` still
+    /// gives the full size). For clients that only classify media — a load generator with
+    /// thousands of players — this skips copying what they would throw away. Default `None`.
+    pub media_prefix: Option<u32>,
 }
 
 impl Default for ChunkReaderConfig {
@@ -145,6 +151,7 @@ impl Default for ChunkReaderConfig {
             max_message_len: 8 << 20,
             max_partial_messages: 64,
             max_chunk_streams: 1024,
+            media_prefix: None,
         }
     }
 }
@@ -169,6 +176,10 @@ struct ChunkStream {
 struct Partial {
     header: MessageHeader,
     payload: BytesMut,
+    /// Payload bytes received, kept or not (see `ChunkReaderConfig::media_prefix`).
+    received: usize,
+    /// Most payload bytes kept.
+    keep: usize,
     /// Capacity taken from the preallocation budget.
     reserved: usize,
 }
@@ -310,9 +321,12 @@ impl ChunkReader {
                     let mut finished = None;
                     if let Some(stream) = self.stream_mut(csid) {
                         if let Some(partial) = stream.partial.as_mut() {
-                            partial.payload.extend_from_slice(bytes);
-                            if chunk_done && partial.payload.len() >= partial.header.length as usize
-                            {
+                            let room = partial.keep.saturating_sub(partial.payload.len());
+                            partial
+                                .payload
+                                .extend_from_slice(&bytes[..room.min(bytes.len())]);
+                            partial.received += bytes.len();
+                            if chunk_done && partial.received >= partial.header.length as usize {
                                 finished = stream.partial.take();
                             }
                         }
@@ -468,7 +482,7 @@ impl ChunkReader {
         let in_progress = stream
             .partial
             .as_ref()
-            .map(|p| (p.header.length, p.payload.len()));
+            .map(|p| (p.header.length, p.received));
         match parsed.fmt {
             0 => {
                 if let Some((length, received)) = in_progress {
@@ -553,9 +567,15 @@ impl ChunkReader {
                     });
                 }
                 let length = header.length as usize;
+                let keep = match self.config.media_prefix {
+                    Some(prefix) if matches!(header.type_id, TYPE_AUDIO | TYPE_VIDEO) => {
+                        length.min(prefix as usize)
+                    }
+                    _ => length,
+                };
                 if length <= chunk_size && length <= input.len() {
                     // Whole message in one chunk, all here: one copy, no partial buffer.
-                    let payload = Bytes::copy_from_slice(&input[..length]);
+                    let payload = Bytes::copy_from_slice(&input[..keep]);
                     *input = &input[length..];
                     let message = RtmpMessage {
                         csid,
@@ -570,10 +590,10 @@ impl ChunkReader {
                         limit: self.config.max_partial_messages,
                     });
                 }
-                let reserve = if self.reserved_bytes + length <= PREALLOCATION_BUDGET {
-                    length
+                let reserve = if self.reserved_bytes + keep <= PREALLOCATION_BUDGET {
+                    keep
                 } else {
-                    length.min(SMALL_PREALLOCATION)
+                    keep.min(SMALL_PREALLOCATION)
                 };
                 self.reserved_bytes += reserve;
                 self.partial_count += 1;
@@ -581,6 +601,8 @@ impl ChunkReader {
                     stream.partial = Some(Partial {
                         header,
                         payload: BytesMut::with_capacity(reserve),
+                        received: 0,
+                        keep,
                         reserved: reserve,
                     });
                 }

@@ -308,6 +308,7 @@ impl ServerSession {
             max_message_len: config.max_message_len,
             max_partial_messages: config.max_partial_messages,
             max_chunk_streams: config.max_chunk_streams,
+            media_prefix: None,
         });
         ServerSession {
             phase: Phase::Handshake(Box::new(ServerHandshake::new(config.random_seed))),
@@ -368,7 +369,9 @@ impl ServerSession {
         if !self.out.is_empty() {
             // The whole buffer goes, spare capacity too: after `split` the emptied BytesMut
             // would keep its allocation alive, kilobytes pinned by every idle player.
-            return Some(SessionOutput::Transmit(std::mem::take(&mut self.out).freeze()));
+            return Some(SessionOutput::Transmit(
+                std::mem::take(&mut self.out).freeze(),
+            ));
         }
         let event = self.events.pop_front();
         if event.is_none() && self.events.capacity() > RETAINED_EVENT_CAPACITY {

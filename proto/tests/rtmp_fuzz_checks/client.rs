@@ -56,6 +56,7 @@ pub fn client_config(selector: u8) -> ClientConfig {
         max_message_len: 1 << 20,
         max_partial_messages: 8,
         max_chunk_streams: 16,
+        media_prefix: None,
     };
     config
 }

@@ -90,6 +90,7 @@ pub fn check_chunk(data: &[u8]) {
         max_message_len: 1 << 20,
         max_partial_messages: 8,
         max_chunk_streams: 16,
+        media_prefix: None,
     });
     if reader.set_chunk_size(chunk_size).is_err() {
         return;
