@@ -48,6 +48,9 @@ struct Conn {
     writable: bool,
     queued_for_flush: bool,
     queued_for_read: bool,
+    /// The peer's FIN (or an error) was reported: read until EOF, even after a short read,
+    /// since no further edge will come for it.
+    read_closed: bool,
 }
 
 pub(crate) struct EpollDriver {
@@ -131,6 +134,7 @@ impl EpollDriver {
             writable: false,
             queued_for_flush: false,
             queued_for_read: false,
+            read_closed: false,
         });
         let c = self.conns.get_mut(conn).expect("just inserted");
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -237,15 +241,20 @@ impl EpollDriver {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        let tokens: Vec<(Token, bool, bool)> = self
+        let tokens: Vec<(Token, bool, bool, bool)> = self
             .events
             .iter()
             .map(|e| {
-                let readable = e.is_readable() || e.is_read_closed() || e.is_error();
-                (e.token(), readable, e.is_writable() || e.is_write_closed())
+                let closed = e.is_read_closed() || e.is_error();
+                (
+                    e.token(),
+                    e.is_readable() || closed,
+                    closed,
+                    e.is_writable() || e.is_write_closed(),
+                )
             })
             .collect();
-        for (token, readable, writable) in tokens {
+        for (token, readable, read_closed, writable) in tokens {
             if token == WAKER_TOKEN {
                 self.waker.reset();
                 self.ready.push_back(Event::Woken);
@@ -271,6 +280,7 @@ impl EpollDriver {
                 let Some(c) = self.conns.get_mut(conn) else {
                     continue;
                 };
+                c.read_closed |= read_closed;
                 if readable && !c.queued_for_read {
                     c.queued_for_read = true;
                     self.readable.push_back(conn);
@@ -302,6 +312,7 @@ impl EpollDriver {
                         writable: true,
                         queued_for_flush: false,
                         queued_for_read: false,
+                        read_closed: false,
                     });
                     let c = self.conns.get_mut(conn).expect("just inserted");
                     let interest = Interest::READABLE | Interest::WRITABLE;
@@ -434,11 +445,12 @@ impl EpollDriver {
             Ok(n) => {
                 self.counters.bytes_received += n as u64;
                 self.readable.pop_front();
-                if n == buffer.len() {
-                    // Maybe more: take another turn after the others.
+                if n == buffer.len() || c.read_closed {
+                    // Maybe more, or the EOF still to read: another turn after the others.
                     self.readable.push_back(conn);
                 } else {
-                    // A short read took everything the socket had; new data raises a new edge.
+                    // A short read took everything the socket had, and the peer has not closed:
+                    // new data, or its FIN, raises a new edge.
                     c.queued_for_read = false;
                 }
                 Some(Event::Received {

@@ -418,3 +418,35 @@ fn outbound_connect_refused_is_closed_with_the_error() {
         assert_eq!(client.connection_count(), 0);
     }
 }
+
+#[test]
+fn fin_arriving_with_the_last_data_is_seen() {
+    // The peer's last bytes and its FIN often arrive together: one readiness edge for both.
+    // The server must still see the EOF and close (the peer leaving ends the connection).
+    for backend in backends() {
+        let server = Server::spawn(backend, echo);
+        for round in 0..20 {
+            let mut client = TcpStream::connect(server.addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            client
+                .write_all(&pattern(1000 + round * 37, round as u8))
+                .unwrap();
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut back = Vec::new();
+            match client.read_to_end(&mut back) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                Err(e) => panic!("{backend} round {round}: server missed the FIN: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let log = server.stop();
+        assert_eq!(
+            log.iter().filter(|e| *e == "Closed").count(),
+            20,
+            "{backend}"
+        );
+    }
+}

@@ -36,6 +36,9 @@ pub struct RtmpSession {
     setup_deadline: Instant,
     /// Why we closed it, for the leave log line.
     close_reason: Option<String>,
+    /// The role it had last ("publisher"/"player") and its stream, for the leave log line
+    /// even after the client stopped publishing or playing before disconnecting.
+    last_role: Option<(&'static str, String)>,
 }
 
 enum Role {
@@ -84,6 +87,7 @@ impl RtmpSession {
             role: Role::Idle,
             setup_deadline: now + config.handshake_timeout(),
             close_reason: None,
+            last_role: None,
         }
     }
 
@@ -309,6 +313,9 @@ impl RtmpSession {
 
     /// Leaves the hub: a publisher frees its stream, a player stops being a viewer.
     fn leave_role(&mut self, ctx: &mut Ctx<'_>, why: &str) {
+        if let Some(role) = self.describe_role() {
+            self.last_role = Some(role);
+        }
         match std::mem::replace(&mut self.role, Role::Idle) {
             Role::Publisher(p) => {
                 ctx.shared.hub.unpublish(&p.stream, self.client.serial);
@@ -442,18 +449,21 @@ impl RtmpSession {
     }
 
     /// The connection is gone: leave the hub and log the client's summary.
-    pub fn closed(&mut self, reason: CloseReason, ctx: &mut Ctx<'_>) {
-        let (role, stream) = match &self.role {
-            Role::Idle => ("none", String::new()),
-            Role::Publisher(p) => (
-                "publisher",
-                format!("{}/{}", p.stream.key.vhost, p.request.path()),
-            ),
-            Role::Player(p) => (
-                "player",
-                format!("{}/{}", p.stream.key.vhost, p.request.path()),
-            ),
+    /// "publisher"/"player" and `vhost/app/stream`, while it has a role.
+    fn describe_role(&self) -> Option<(&'static str, String)> {
+        let (role, stream, request) = match &self.role {
+            Role::Idle => return None,
+            Role::Publisher(p) => ("publisher", &p.stream, &p.request),
+            Role::Player(p) => ("player", &p.stream, &p.request),
         };
+        Some((role, format!("{}/{}", stream.key.vhost, request.path())))
+    }
+
+    pub fn closed(&mut self, reason: CloseReason, ctx: &mut Ctx<'_>) {
+        let (role, stream) = self
+            .describe_role()
+            .or_else(|| self.last_role.clone())
+            .unwrap_or(("none", String::new()));
         let why = self
             .close_reason
             .clone()

@@ -1,0 +1,196 @@
+//! sluice-load: a load generator for RTMP servers (sluice, SRS, nginx-rtmp, ...).
+//!
+//! `publish` sends a synthetic H.264+AAC stream (or an FLV file, looped) in real time;
+//! `rtmp-play` opens N players of a stream — optionally publishing it from the same process,
+//! which lets it measure publish→receive latency — and reports what the players saw as JSON
+//! (plus a one-line summary on stderr). Runs on io_uring or epoll, like the server.
+
+mod run;
+mod source;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sluice_proto::rtmp::RtmpUrl;
+use sluice_ring::Backend;
+
+use run::{Plan, Runner};
+use source::{FlvLoop, Source, Synthetic, SyntheticConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-load",
+    version,
+    about = "Load generator for RTMP servers"
+)]
+struct Cli {
+    /// I/O backend: uring or epoll (default: uring where available).
+    #[arg(long, global = true)]
+    io: Option<Backend>,
+    /// Write the JSON report here instead of stdout.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Publish a stream in real time.
+    Publish {
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Seconds to publish.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+    },
+    /// Open N RTMP players of a stream and measure what they receive.
+    RtmpPlay {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 100)]
+        viewers: usize,
+        /// New players per second (0 = all at once).
+        #[arg(long, default_value_t = 1000.0)]
+        ramp: f64,
+        /// Seconds after the last player connected before measuring.
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Also publish the stream from this process (needed for latency).
+        #[arg(long)]
+        publish: bool,
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Frame rate a healthy player must see (95 % of it); default: the source's fps.
+        #[arg(long)]
+        expect_fps: Option<f64>,
+        /// Use the complex (digest) handshake like ffmpeg, instead of the simple one.
+        #[arg(long)]
+        complex_handshake: bool,
+    },
+}
+
+#[derive(Args)]
+struct SourceArgs {
+    /// Publish this FLV file, looped, instead of a synthetic stream.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Synthetic stream bitrate in bits/s (audio included).
+    #[arg(long, default_value_t = 2_000_000)]
+    bitrate: u64,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Frames per GOP.
+    #[arg(long, default_value_t = 30)]
+    gop: u32,
+}
+
+impl SourceArgs {
+    fn open(&self) -> Result<Source, String> {
+        match &self.file {
+            Some(path) => FlvLoop::open(path)
+                .map(Source::File)
+                .map_err(|e| e.to_string()),
+            None => Ok(Source::Synthetic(Synthetic::new(SyntheticConfig {
+                bitrate: self.bitrate,
+                fps: self.fps,
+                gop: self.gop,
+            }))),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let backend = cli.io.unwrap_or_else(|| Backend::detect().0);
+    match run(cli.mode, backend, cli.json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(mode: Mode, backend: Backend, json: Option<PathBuf>) -> Result<(), String> {
+    let (url_text, plan, expected_fps, mode_name) = match mode {
+        Mode::Publish {
+            url,
+            source,
+            duration,
+        } => {
+            let parsed = RtmpUrl::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+            let plan = Plan {
+                backend,
+                addr: run::resolve(&parsed)?,
+                url: parsed,
+                viewers: 0,
+                ramp_per_s: 0.0,
+                publish: Some(source.open()?),
+                warmup: Duration::ZERO,
+                measure: Duration::from_secs_f64(duration),
+                complex_handshake: false,
+            };
+            (url, plan, f64::from(source.fps), "publish")
+        }
+        Mode::RtmpPlay {
+            url,
+            viewers,
+            ramp,
+            warmup,
+            duration,
+            publish,
+            source,
+            expect_fps,
+            complex_handshake,
+        } => {
+            let parsed = RtmpUrl::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+            let plan = Plan {
+                backend,
+                addr: run::resolve(&parsed)?,
+                url: parsed,
+                viewers,
+                ramp_per_s: ramp,
+                publish: if publish { Some(source.open()?) } else { None },
+                warmup: Duration::from_secs_f64(warmup),
+                measure: Duration::from_secs_f64(duration),
+                complex_handshake,
+            };
+            let fps = expect_fps.unwrap_or(f64::from(source.fps));
+            (url, plan, fps, "rtmp-play")
+        }
+    };
+    let outcome = Runner::new(plan)?.run();
+    if let Some(why) = &outcome.publisher_failure {
+        eprintln!("sluice-load: publisher: {why}");
+    }
+    let report = stats::report(stats::ReportInput {
+        mode: mode_name,
+        url: &url_text,
+        io: backend.name(),
+        viewers: &outcome.viewers,
+        window: outcome.window,
+        expected_fps,
+        latency: &outcome.latency,
+    });
+    eprintln!("sluice-load: {}", report.summary());
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    match json {
+        Some(path) => {
+            std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => println!("{text}"),
+    }
+    if outcome.publisher_failure.is_some() {
+        return Err("the publisher failed".into());
+    }
+    Ok(())
+}

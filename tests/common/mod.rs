@@ -1,0 +1,913 @@
+//! Shared harness of the end-to-end tests: the real `sluice` binary on a free loopback port with
+//! a generated config, its JSON log captured line by line, ffmpeg publishers, ffprobe/ffmpeg
+//! probes parsed from JSON, and (in [`rtmp_client`]) a small RTMP client that records what a
+//! player receives and when.
+//!
+//! Everything is bounded: every wait has a deadline, every child process is killed on drop.
+
+#![allow(dead_code)]
+
+pub mod rtmp_client;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value;
+
+/// How long the server may take to log "sluice started".
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The server binary under test.
+pub fn sluice_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends, ports, temp dirs, waiting
+
+/// An I/O backend of the server (`--io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    Uring,
+    Epoll,
+}
+
+impl Io {
+    pub fn name(self) -> &'static str {
+        match self {
+            Io::Uring => "uring",
+            Io::Epoll => "epoll",
+        }
+    }
+}
+
+impl std::fmt::Display for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The backends every data-plane test runs on: io_uring (unless this kernel cannot, which is
+/// printed) and epoll.
+pub fn backends() -> Vec<Io> {
+    let mut list = Vec::new();
+    match sluice_ring::uring_support() {
+        Ok(()) => list.push(Io::Uring),
+        Err(why) => eprintln!("NOTE: skipping the io_uring backend on this machine: {why}"),
+    }
+    list.push(Io::Epoll);
+    list
+}
+
+/// Runs `test` on every backend in turn. A failure on one backend does not skip the others:
+/// all of them run, then the test fails naming each backend that failed.
+pub fn on_each_backend(test: impl Fn(Io)) {
+    let mut failed = Vec::new();
+    for io in backends() {
+        let started = Instant::now();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(io))) {
+            Ok(()) => eprintln!("[{io}] passed in {:.1?}", started.elapsed()),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "(no message)".into());
+                eprintln!("[{io}] FAILED after {:.1?}", started.elapsed());
+                failed.push(format!("--io {io}: {message}"));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "failed on {} backend(s):\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+/// A loopback port nobody listens on right now (bound, read, released). The server binds it
+/// with `SO_REUSEPORT` on every worker, so port 0 cannot go in its config.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "sluice-test-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal to a process.
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a pid we spawned ourselves and a valid signal number.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// Waits for a child to exit, at most `timeout`.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => return None,
+        }
+    }
+}
+
+/// Kills a child (SIGKILL) and reaps it.
+pub fn kill_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server config
+
+/// The config a test server runs with: JSON logs, a loopback listen address, and whatever keys a
+/// test sets. Rendered as TOML, one table per section.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub workers: usize,
+    top: Vec<(String, String)>,
+    rtmp: Vec<(String, String)>,
+    vhost: Vec<(String, String)>,
+    play: Vec<(String, String)>,
+    publish: Vec<(String, String)>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            workers: 2,
+            top: Vec::new(),
+            rtmp: Vec::new(),
+            vhost: Vec::new(),
+            play: Vec::new(),
+            publish: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn new() -> ServerConfig {
+        ServerConfig::default()
+    }
+
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// A top-level key; `value` is TOML (`"50"`, `"\"epoll\""`).
+    pub fn top(mut self, key: &str, value: impl ToString) -> Self {
+        self.top.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// A key of `[rtmp]` (besides `listen`).
+    pub fn rtmp(mut self, key: &str, value: impl ToString) -> Self {
+        self.rtmp.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// A key of `[vhost.__defaultVhost__]`.
+    pub fn vhost(mut self, key: &str, value: impl ToString) -> Self {
+        self.vhost.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// A key of `[vhost.__defaultVhost__.play]`.
+    pub fn play(mut self, key: &str, value: impl ToString) -> Self {
+        self.play.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// A key of `[vhost.__defaultVhost__.publish]`.
+    pub fn publish(mut self, key: &str, value: impl ToString) -> Self {
+        self.publish.push((key.into(), value.to_string()));
+        self
+    }
+
+    pub fn render(&self, port: u16) -> String {
+        let mut out = String::from("# generated by tests/common\n");
+        for (k, v) in &self.top {
+            out += &format!("{k} = {v}\n");
+        }
+        out += "\n[log]\nlevel = \"info\"\nformat = \"json\"\n";
+        out += &format!("\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n");
+        for (k, v) in &self.rtmp {
+            out += &format!("{k} = {v}\n");
+        }
+        let sections = [
+            ("vhost.__defaultVhost__", &self.vhost),
+            ("vhost.__defaultVhost__.play", &self.play),
+            ("vhost.__defaultVhost__.publish", &self.publish),
+        ];
+        for (name, keys) in sections {
+            if !keys.is_empty() {
+                out += &format!("\n[{name}]\n");
+                for (k, v) in keys {
+                    out += &format!("{k} = {v}\n");
+                }
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server process and its log
+
+/// One JSON log line of the server.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// When the harness read it.
+    pub at: Instant,
+    pub level: String,
+    pub message: String,
+    pub fields: serde_json::Map<String, Value>,
+}
+
+impl LogLine {
+    fn parse(line: &str, at: Instant) -> Option<LogLine> {
+        let value: Value = serde_json::from_str(line).ok()?;
+        let fields = value.get("fields")?.as_object()?.clone();
+        Some(LogLine {
+            at,
+            level: value.get("level")?.as_str()?.to_string(),
+            message: fields.get("message")?.as_str()?.to_string(),
+            fields,
+        })
+    }
+
+    pub fn is(&self, message: &str) -> bool {
+        self.message == message
+    }
+
+    /// A field as text (strings as they are, numbers and bools rendered).
+    pub fn str(&self, key: &str) -> Option<String> {
+        match self.fields.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        match self.fields.get(key)? {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn client(&self) -> Option<String> {
+        self.str("client")
+    }
+
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.str("peer")?.parse().ok()
+    }
+}
+
+impl std::fmt::Display for LogLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.level, Value::Object(self.fields.clone()))
+    }
+}
+
+#[derive(Default)]
+struct Captured {
+    lines: Vec<LogLine>,
+    raw: Vec<String>,
+    eof: bool,
+}
+
+/// A running `sluice` with a generated config. Stopped on drop (SIGTERM, then SIGKILL after
+/// 3 s); if the test is panicking, the tail of its stderr is printed.
+pub struct Server {
+    pub port: u16,
+    pub io: Io,
+    pub workers: usize,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+    captured: Arc<Mutex<Captured>>,
+    reader: Option<JoinHandle<()>>,
+    _dir: TempDir,
+}
+
+impl Server {
+    /// Starts the server on `io` and waits for "sluice started". Retries on another port if
+    /// the chosen one was taken meanwhile.
+    pub fn start(io: Io, config: &ServerConfig) -> Server {
+        let mut last_error = String::new();
+        for _attempt in 0..3 {
+            match Server::try_start(io, config) {
+                Ok(server) => return server,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("server did not start on --io {io}: {last_error}");
+    }
+
+    fn try_start(io: Io, config: &ServerConfig) -> Result<Server, String> {
+        let port = free_port();
+        let dir = TempDir::new("server");
+        let config_path = dir.join("sluice.toml");
+        std::fs::write(&config_path, config.render(port)).expect("write config");
+        let mut child = Command::new(sluice_bin())
+            .arg("-c")
+            .arg(&config_path)
+            .arg("--io")
+            .arg(io.name())
+            .arg("--workers")
+            .arg(config.workers.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", sluice_bin()))?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let captured = Arc::new(Mutex::new(Captured::default()));
+        let sink = captured.clone();
+        let reader = std::thread::spawn(move || {
+            let mut lines = BufReader::new(stderr);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match lines.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let text = line.trim_end().to_string();
+                        let parsed = LogLine::parse(&text, Instant::now());
+                        let mut c = sink.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(parsed) = parsed {
+                            c.lines.push(parsed);
+                        }
+                        c.raw.push(text);
+                    }
+                }
+            }
+            sink.lock().unwrap_or_else(|e| e.into_inner()).eof = true;
+        });
+        let mut server = Server {
+            port,
+            io,
+            workers: config.workers,
+            config_path,
+            child: Some(child),
+            captured,
+            reader: Some(reader),
+            _dir: dir,
+        };
+        let started = wait_until(STARTUP_TIMEOUT, || {
+            server.find_log(|l| l.is("sluice started")).is_some() || server.stderr_eof()
+        });
+        if started && let Some(line) = server.find_log(|l| l.is("sluice started")) {
+            assert_eq!(
+                line.str("io").as_deref(),
+                Some(io.name()),
+                "server started on the wrong backend: {line}"
+            );
+            return Ok(server);
+        }
+        let stderr = server.stderr_text();
+        server.kill();
+        Err(format!("no \"sluice started\" log line; stderr:\n{stderr}"))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/NAME`
+    pub fn url(&self, stream: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{stream}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn stderr_eof(&self) -> bool {
+        self.captured.lock().unwrap_or_else(|e| e.into_inner()).eof
+    }
+
+    /// Every JSON log line so far.
+    pub fn logs(&self) -> Vec<LogLine> {
+        self.captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines
+            .clone()
+    }
+
+    pub fn find_logs(&self, pred: impl Fn(&LogLine) -> bool) -> Vec<LogLine> {
+        let c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        c.lines.iter().filter(|l| pred(l)).cloned().collect()
+    }
+
+    pub fn find_log(&self, pred: impl Fn(&LogLine) -> bool) -> Option<LogLine> {
+        let c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        c.lines.iter().find(|l| pred(l)).cloned()
+    }
+
+    /// Waits for a log line matching `pred` (already logged or to come).
+    pub fn wait_for_log(
+        &self,
+        pred: impl Fn(&LogLine) -> bool,
+        timeout: Duration,
+    ) -> Option<LogLine> {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self.find_log(&pred);
+            found.is_some()
+        });
+        found
+    }
+
+    /// Like [`wait_for_log`](Self::wait_for_log), panicking with `what` and the log tail.
+    pub fn expect_log(
+        &self,
+        what: &str,
+        pred: impl Fn(&LogLine) -> bool,
+        timeout: Duration,
+    ) -> LogLine {
+        self.wait_for_log(pred, timeout).unwrap_or_else(|| {
+            panic!(
+                "[{}] expected log line not seen within {timeout:?}: {what}\n--- server log tail ---\n{}",
+                self.io,
+                self.stderr_tail(40)
+            )
+        })
+    }
+
+    /// All of stderr so far (JSON and anything else, e.g. a panic message).
+    pub fn stderr_text(&self) -> String {
+        self.captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .raw
+            .join("\n")
+    }
+
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        let c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        let start = c.raw.len().saturating_sub(lines);
+        c.raw[start..].join("\n")
+    }
+
+    /// Fails if the server printed a panic.
+    pub fn assert_no_panic(&self) {
+        let text = self.stderr_text();
+        assert!(
+            !text.contains("panicked"),
+            "[{}] the server panicked:\n{}",
+            self.io,
+            text.lines()
+                .filter(|l| l.contains("panicked") || !l.starts_with('{'))
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    /// The process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            send_signal(child.id(), signal);
+        }
+    }
+
+    /// Waits for the process to exit; then waits for its stderr to be read to the end.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = wait_child(self.child.as_mut()?, timeout)?;
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        Some(status)
+    }
+
+    fn kill(&mut self) {
+        if let Some(child) = &mut self.child {
+            kill_child(child);
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+
+    /// The "client connected" line of the connection from `peer` (our local address).
+    pub fn connected_line(&self, peer: SocketAddr) -> Option<LogLine> {
+        self.find_log(|l| l.is("client connected") && l.peer() == Some(peer))
+    }
+
+    /// The worker a connection from `peer` landed on.
+    pub fn worker_of(&self, peer: SocketAddr) -> Option<u64> {
+        self.connected_line(peer)?.u64("worker")
+    }
+
+    /// The client id the server gave the connection from `peer`.
+    pub fn client_id_of(&self, peer: SocketAddr) -> Option<String> {
+        self.connected_line(peer)?.client()
+    }
+
+    /// The peer address of the client publishing `app/stream` (from "publish started").
+    pub fn publisher_peer(&self, path: &str) -> Option<SocketAddr> {
+        self.find_log(|l| l.is("publish started") && l.str("stream").as_deref() == Some(path))?
+            .peer()
+    }
+
+    /// Waits until `app/stream` is being published (returns the log line).
+    pub fn expect_publish(&self, path: &str, timeout: Duration) -> LogLine {
+        self.expect_log(
+            &format!("publish started for {path}"),
+            |l| l.is("publish started") && l.str("stream").as_deref() == Some(path),
+            timeout,
+        )
+    }
+
+    /// Count of log lines by message (for failure reports).
+    pub fn message_counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for line in self.logs() {
+            *counts.entry(line.message).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            if let Ok(None) = child.try_wait() {
+                send_signal(child.id(), libc::SIGTERM);
+                if wait_child(child, Duration::from_secs(3)).is_none() {
+                    eprintln!("[{}] server ignored SIGTERM for 3 s; killing it", self.io);
+                }
+            }
+            kill_child(child);
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- [{}] server stderr (last 60 lines) ---\n{}\n--- end ---",
+                self.io,
+                self.stderr_tail(60)
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ffmpeg and ffprobe
+
+/// Fails with a clear message if ffmpeg/ffprobe are missing (ci/test installs them).
+pub fn require_ffmpeg() {
+    for tool in ["ffmpeg", "ffprobe"] {
+        let ok = Command::new(tool)
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "{tool} is not installed (ci/test installs it: apt-get install ffmpeg)"
+        );
+    }
+}
+
+/// What an ffmpeg publisher sends: `testsrc2` video (H.264, keyframe every `gop` frames) and a
+/// `sine` tone (AAC), in real time, for at most `seconds`.
+#[derive(Debug, Clone)]
+pub struct PublishOpts {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub gop: u32,
+    pub sample_rate: u32,
+    pub seconds: f64,
+    /// x264 constant rate factor (lower = more bytes); None = x264's default (23).
+    pub crf: Option<u32>,
+}
+
+impl Default for PublishOpts {
+    fn default() -> Self {
+        PublishOpts {
+            width: 320,
+            height: 240,
+            fps: 30,
+            gop: 30,
+            sample_rate: 44_100,
+            seconds: 20.0,
+            crf: None,
+        }
+    }
+}
+
+impl PublishOpts {
+    pub fn seconds(mut self, seconds: f64) -> Self {
+        self.seconds = seconds;
+        self
+    }
+
+    pub fn size(mut self, width: u32, height: u32) -> Self {
+        self.width = width;
+        self.height = height;
+        self
+    }
+}
+
+/// An ffmpeg process publishing to the server. Killed on drop.
+pub struct FfmpegPublisher {
+    pub url: String,
+    pub opts: PublishOpts,
+    pub started: Instant,
+    child: Child,
+    log_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl FfmpegPublisher {
+    pub fn start(server: &Server, stream: &str, opts: PublishOpts) -> FfmpegPublisher {
+        require_ffmpeg();
+        let dir = TempDir::new("ffmpeg");
+        let log_path = dir.join("ffmpeg.log");
+        let log = std::fs::File::create(&log_path).expect("create ffmpeg log");
+        let url = server.url(stream);
+        let video = format!(
+            "testsrc2=size={}x{}:rate={}",
+            opts.width, opts.height, opts.fps
+        );
+        let audio = format!("sine=frequency=440:sample_rate={}", opts.sample_rate);
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", &video, "-f", "lavfi", "-i", &audio])
+            .args(["-t", &format!("{}", opts.seconds)])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args(["-g", &opts.gop.to_string(), "-pix_fmt", "yuv420p"])
+            .args(
+                opts.crf
+                    .map(|crf| ["-crf".to_string(), crf.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(["-c:a", "aac", "-f", "flv", &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run ffmpeg");
+        FfmpegPublisher {
+            url,
+            opts,
+            started: Instant::now(),
+            child,
+            log_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, timeout)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL: the TCP connection just goes away, as with a crashed encoder.
+    pub fn kill(&mut self) {
+        kill_child(&mut self.child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What ffmpeg printed (errors only).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for FfmpegPublisher {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+/// A finished (or timed-out and killed) command.
+#[derive(Debug)]
+pub struct Output {
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+}
+
+/// Runs a command with a time limit; on timeout it is killed and `status` is `None`.
+pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Output {
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let status = wait_child(&mut child, timeout);
+    if status.is_none() {
+        kill_child(&mut child);
+    }
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// `ffprobe -show_streams` of a URL or file: the streams array.
+pub fn ffprobe_streams(input: &str, timeout: Duration) -> Vec<Value> {
+    let mut cmd = Command::new("ffprobe");
+    cmd.args(["-v", "error", "-show_streams", "-of", "json", input]);
+    let out = run_with_timeout(cmd, timeout);
+    assert!(out.success(), "ffprobe {input} failed: {out:?}");
+    let json: Value = serde_json::from_str(&out.stdout).expect("ffprobe JSON");
+    json["streams"].as_array().cloned().unwrap_or_default()
+}
+
+/// One packet of `ffprobe -show_packets`.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    pub codec_type: String,
+    pub stream_index: u64,
+    /// Decode timestamp in the stream's time base (FLV: ms).
+    pub dts: Option<i64>,
+    pub pts: Option<i64>,
+    pub keyframe: bool,
+    pub size: u64,
+}
+
+/// `ffprobe -show_packets` of a file.
+pub fn ffprobe_packets(file: &Path) -> Vec<Packet> {
+    let mut cmd = Command::new("ffprobe");
+    cmd.args(["-v", "error", "-show_packets", "-of", "json"])
+        .arg(file);
+    let out = run_with_timeout(cmd, Duration::from_secs(30));
+    assert!(
+        out.success(),
+        "ffprobe -show_packets {file:?} failed: {out:?}"
+    );
+    let json: Value = serde_json::from_str(&out.stdout).expect("ffprobe JSON");
+    let num = |v: &Value| -> Option<i64> {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    };
+    json["packets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| Packet {
+            codec_type: p["codec_type"].as_str().unwrap_or("").to_string(),
+            stream_index: p["stream_index"].as_u64().unwrap_or(u64::MAX),
+            dts: num(&p["dts"]),
+            pts: num(&p["pts"]),
+            keyframe: p["flags"].as_str().is_some_and(|f| f.starts_with('K')),
+            size: num(&p["size"]).unwrap_or(0) as u64,
+        })
+        .collect()
+}
+
+/// `ffprobe -count_frames`: decoded frames per codec type (decodes the whole file).
+pub fn ffprobe_frame_counts(file: &Path) -> HashMap<String, u64> {
+    let mut cmd = Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-count_frames",
+        "-show_streams",
+        "-of",
+        "json",
+    ])
+    .arg(file);
+    let out = run_with_timeout(cmd, Duration::from_secs(30));
+    assert!(
+        out.success(),
+        "ffprobe -count_frames {file:?} failed: {out:?}"
+    );
+    let json: Value = serde_json::from_str(&out.stdout).expect("ffprobe JSON");
+    let mut counts = HashMap::new();
+    for stream in json["streams"].as_array().cloned().unwrap_or_default() {
+        let kind = stream["codec_type"].as_str().unwrap_or("").to_string();
+        let n = stream["nb_read_frames"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        *counts.entry(kind).or_insert(0) += n;
+    }
+    counts
+}
+
+/// Records `seconds` of a stream with `ffmpeg -i URL -t SECONDS -c copy FILE.flv`.
+pub fn ffmpeg_record(url: &str, seconds: f64, file: &Path, timeout: Duration) -> Output {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(["-i", url])
+        .args(["-t", &format!("{seconds}"), "-c", "copy", "-f", "flv"])
+        .arg(file);
+    run_with_timeout(cmd, timeout)
+}
