@@ -7,5 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod amf0;
+pub mod codec;
 pub mod flv;
+pub mod http;
 pub mod rtmp;
+pub mod ts;
