@@ -5,6 +5,7 @@
 //! which lets it measure publish→receive latency — and reports what the players saw as JSON
 //! (plus a one-line summary on stderr). Runs on io_uring or epoll, like the server.
 
+mod procstat;
 mod run;
 mod source;
 mod stats;
@@ -33,12 +34,21 @@ struct Cli {
     /// Write the JSON report here instead of stdout.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// Server process ids whose CPU and memory to report (Linux /proc); repeatable.
+    #[arg(long = "server-pid", global = true)]
+    server_pids: Vec<u32>,
+    /// Exit with status 2 unless every player was healthy (≥ 95 % of real-time frames, no
+    /// stall, no failure): for CI smoke runs.
+    #[arg(long, global = true)]
+    require_healthy: bool,
     #[command(subcommand)]
     mode: Mode,
 }
 
 #[derive(Subcommand)]
 enum Mode {
+    /// Print the I/O backends this machine can run (e.g. "uring epoll") and exit.
+    Backends,
     /// Publish a stream in real time.
     Publish {
         #[arg(long)]
@@ -110,9 +120,21 @@ impl SourceArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Mode::Backends = cli.mode {
+        let uring = sluice_ring::uring_support().is_ok();
+        println!("{}", if uring { "uring epoll" } else { "epoll" });
+        return ExitCode::SUCCESS;
+    }
     let backend = cli.io.unwrap_or_else(|| Backend::detect().0);
-    match run(cli.mode, backend, cli.json) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(
+        cli.mode,
+        backend,
+        cli.json,
+        cli.server_pids,
+        cli.require_healthy,
+    ) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
         Err(e) => {
             eprintln!("sluice-load: {e}");
             ExitCode::FAILURE
@@ -120,8 +142,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(mode: Mode, backend: Backend, json: Option<PathBuf>) -> Result<(), String> {
+/// Runs the load; `Ok(false)` when `require_healthy` and some player was not.
+fn run(
+    mode: Mode,
+    backend: Backend,
+    json: Option<PathBuf>,
+    server_pids: Vec<u32>,
+    require_healthy: bool,
+) -> Result<bool, String> {
     let (url_text, plan, expected_fps, mode_name) = match mode {
+        Mode::Backends => unreachable!("handled in main"),
         Mode::Publish {
             url,
             source,
@@ -138,6 +168,7 @@ fn run(mode: Mode, backend: Backend, json: Option<PathBuf>) -> Result<(), String
                 warmup: Duration::ZERO,
                 measure: Duration::from_secs_f64(duration),
                 complex_handshake: false,
+                server_pids: server_pids.clone(),
             };
             (url, plan, f64::from(source.fps), "publish")
         }
@@ -163,6 +194,7 @@ fn run(mode: Mode, backend: Backend, json: Option<PathBuf>) -> Result<(), String
                 warmup: Duration::from_secs_f64(warmup),
                 measure: Duration::from_secs_f64(duration),
                 complex_handshake,
+                server_pids: server_pids.clone(),
             };
             let fps = expect_fps.unwrap_or(f64::from(source.fps));
             (url, plan, fps, "rtmp-play")
@@ -180,6 +212,7 @@ fn run(mode: Mode, backend: Backend, json: Option<PathBuf>) -> Result<(), String
         window: outcome.window,
         expected_fps,
         latency: &outcome.latency,
+        server: outcome.server,
     });
     eprintln!("sluice-load: {}", report.summary());
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -192,5 +225,5 @@ fn run(mode: Mode, backend: Backend, json: Option<PathBuf>) -> Result<(), String
     if outcome.publisher_failure.is_some() {
         return Err("the publisher failed".into());
     }
-    Ok(())
+    Ok(!require_healthy || report.healthy_viewers == report.viewers)
 }

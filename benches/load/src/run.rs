@@ -15,6 +15,7 @@ use sluice_proto::rtmp::{
 };
 use sluice_ring::{Backend, CloseReason, ConnId, Driver, DriverConfig, Event};
 
+use crate::procstat;
 use crate::source::{Source, read_marker};
 use crate::stats::{Histogram, ViewerStats};
 
@@ -41,6 +42,8 @@ pub struct Plan {
     /// ...and lasts this long.
     pub measure: Duration,
     pub complex_handshake: bool,
+    /// Server processes whose CPU and memory to sample (`/proc`), if any.
+    pub server_pids: Vec<u32>,
 }
 
 pub struct Outcome {
@@ -48,6 +51,8 @@ pub struct Outcome {
     pub window: (Instant, Instant),
     pub latency: Histogram,
     pub publisher_failure: Option<String>,
+    /// Server samples: before any player connected, at the window's start and at its end.
+    pub server: [Option<procstat::Sample>; 3],
 }
 
 pub fn resolve(url: &RtmpUrl) -> Result<SocketAddr, String> {
@@ -86,6 +91,7 @@ pub struct Runner {
     started: Instant,
     opened: usize,
     all_open_at: Option<Instant>,
+    server: [Option<procstat::Sample>; 3],
 }
 
 impl Runner {
@@ -114,6 +120,7 @@ impl Runner {
             started: now,
             opened: 0,
             all_open_at: None,
+            server: [None; 3],
             plan,
         })
     }
@@ -130,6 +137,7 @@ impl Runner {
     }
 
     pub fn run(mut self) -> Outcome {
+        self.server[0] = self.sample_server();
         if let Some(source) = self.plan.publish.take() {
             self.start_publisher(source);
         }
@@ -148,7 +156,11 @@ impl Runner {
                 let start = now + self.plan.warmup;
                 self.window = (start, start + self.plan.measure);
             }
+            if self.server[1].is_none() && now >= self.window.0 {
+                self.server[1] = self.sample_server();
+            }
             if now >= self.window.1 || now >= deadline_if_stuck {
+                self.server[2] = self.sample_server();
                 break;
             }
             let timeout = self.next_wake(now).saturating_duration_since(now);
@@ -171,7 +183,15 @@ impl Runner {
             window,
             latency: self.latency,
             publisher_failure: self.publisher.and_then(|p| p.failure),
+            server: self.server,
         }
+    }
+
+    fn sample_server(&self) -> Option<procstat::Sample> {
+        if self.plan.server_pids.is_empty() {
+            return None;
+        }
+        procstat::sample(&self.plan.server_pids)
     }
 
     fn next_wake(&self, now: Instant) -> Instant {

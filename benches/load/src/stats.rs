@@ -177,6 +177,15 @@ pub struct Report {
     pub startup_ms: Option<Percentiles>,
     pub latency_ms: Option<Percentiles>,
     pub latency_samples: u64,
+    /// Server CPU seconds spent in the window (with `--server-pid`).
+    pub server_cpu_s: Option<f64>,
+    /// ... per gigabit delivered to the players in the window.
+    pub server_cpu_s_per_gbit: Option<f64>,
+    /// Server resident memory before the players connected and at the window's end (KiB).
+    pub server_rss_before_kib: Option<u64>,
+    pub server_rss_kib: Option<u64>,
+    /// (RSS at the end − RSS before) / viewers.
+    pub server_rss_per_viewer_kib: Option<f64>,
 }
 
 pub struct ReportInput<'a> {
@@ -187,6 +196,7 @@ pub struct ReportInput<'a> {
     pub window: (Instant, Instant),
     pub expected_fps: f64,
     pub latency: &'a Histogram,
+    pub server: [Option<crate::procstat::Sample>; 3],
 }
 
 pub fn report(input: ReportInput<'_>) -> Report {
@@ -224,6 +234,13 @@ pub fn report(input: ReportInput<'_>) -> Report {
         }
     }
     let total = input.viewers.len();
+    let gigabits = bytes as f64 * 8.0 / 1e9;
+    let server_cpu_s = match (input.server[1], input.server[2]) {
+        (Some(start), Some(end)) => Some(end.cpu.saturating_sub(start.cpu).as_secs_f64()),
+        _ => None,
+    };
+    let rss_before = input.server[0].map(|s| s.rss_kib);
+    let rss_end = input.server[2].map(|s| s.rss_kib);
     Report {
         mode: input.mode.to_string(),
         url: input.url.to_string(),
@@ -247,19 +264,40 @@ pub fn report(input: ReportInput<'_>) -> Report {
         startup_ms: Percentiles::of_histogram(&startup, 1e-3),
         latency_ms: Percentiles::of_histogram(input.latency, 1e-3),
         latency_samples: input.latency.count(),
+        server_cpu_s,
+        server_cpu_s_per_gbit: server_cpu_s
+            .filter(|_| gigabits > 0.0)
+            .map(|cpu| cpu / gigabits),
+        server_rss_before_kib: rss_before,
+        server_rss_kib: rss_end,
+        server_rss_per_viewer_kib: match (rss_before, rss_end) {
+            (Some(before), Some(end)) if total > 0 => {
+                Some(end.saturating_sub(before) as f64 / total as f64)
+            }
+            _ => None,
+        },
     }
 }
 
 impl Report {
     /// The one-line human summary.
     pub fn summary(&self) -> String {
+        let server = match (self.server_cpu_s, self.server_cpu_s_per_gbit) {
+            (Some(cpu), Some(per_gbit)) => format!(
+                "; server {:.0} % of a core, {:.3} core-s/Gbit, {:.1} KiB RSS/viewer",
+                cpu / self.window_s * 100.0,
+                per_gbit,
+                self.server_rss_per_viewer_kib.unwrap_or(0.0)
+            ),
+            _ => String::new(),
+        };
         let p = |p: &Option<Percentiles>, f: fn(&Percentiles) -> f64| {
             p.as_ref()
                 .map_or("-".to_string(), |p| format!("{:.1}", f(p)))
         };
         format!(
             "{} viewers: {} playing, {} failed, {} healthy ({:.1} %); {:.0} Mbit/s; fps p1 {} p50 {}; \
-             stalls {}; startup p50 {} ms p99 {} ms; latency p50 {} ms p99 {} ms",
+             stalls {}; startup p50 {} ms p99 {} ms; latency p50 {} ms p99 {} ms{}",
             self.viewers,
             self.connected,
             self.failed.values().sum::<usize>(),
@@ -273,6 +311,7 @@ impl Report {
             p(&self.startup_ms, |p| p.p99),
             p(&self.latency_ms, |p| p.p50),
             p(&self.latency_ms, |p| p.p99),
+            server,
         )
     }
 }
