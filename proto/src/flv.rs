@@ -23,6 +23,17 @@ pub enum VideoCodec {
 }
 
 impl VideoCodec {
+    /// The codec an Enhanced RTMP FourCC names.
+    pub fn from_fourcc(fourcc: &[u8]) -> VideoCodec {
+        match fourcc {
+            b"avc1" => VideoCodec::Avc,
+            b"hvc1" => VideoCodec::Hevc,
+            b"av01" => VideoCodec::Av1,
+            b"vp09" => VideoCodec::Vp9,
+            _ => VideoCodec::Other(0),
+        }
+    }
+
     /// Short name as used in logs and the API (`H264`, `H265`, ...), after SRS.
     pub fn name(self) -> &'static str {
         match self {
@@ -55,14 +66,7 @@ impl VideoTag {
             // Enhanced RTMP: [IsExHeader:1][FrameType:3][PacketType:4][FourCC:4 bytes]...
             let frame_type = (first >> 4) & 0x07;
             let packet_type = first & 0x0f;
-            let fourcc = body.get(1..5)?;
-            let codec = match fourcc {
-                b"avc1" => VideoCodec::Avc,
-                b"hvc1" => VideoCodec::Hevc,
-                b"av01" => VideoCodec::Av1,
-                b"vp09" => VideoCodec::Vp9,
-                _ => VideoCodec::Other(0),
-            };
+            let codec = VideoCodec::from_fourcc(body.get(1..5)?);
             return Some(VideoTag {
                 codec,
                 keyframe: frame_type == 1,
@@ -102,6 +106,16 @@ pub enum AudioCodec {
 }
 
 impl AudioCodec {
+    /// The codec an Enhanced RTMP audio FourCC names.
+    pub fn from_fourcc(fourcc: &[u8]) -> AudioCodec {
+        match fourcc {
+            b"Opus" => AudioCodec::Opus,
+            b"mp4a" => AudioCodec::Aac,
+            b".mp3" => AudioCodec::Mp3,
+            _ => AudioCodec::Other(9),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             AudioCodec::Aac => "AAC",
@@ -135,13 +149,7 @@ impl AudioTag {
             }),
             // Enhanced RTMP audio: [SoundFormat=9:4][AudioPacketType:4][FourCC:4 bytes]
             9 => {
-                let fourcc = body.get(1..5)?;
-                let codec = match fourcc {
-                    b"Opus" => AudioCodec::Opus,
-                    b"mp4a" => AudioCodec::Aac,
-                    b".mp3" => AudioCodec::Mp3,
-                    _ => AudioCodec::Other(9),
-                };
+                let codec = AudioCodec::from_fourcc(body.get(1..5)?);
                 Some(AudioTag {
                     codec,
                     sequence_header: first & 0x0f == 0,

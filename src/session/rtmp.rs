@@ -41,6 +41,12 @@ pub struct RtmpSession {
     last_role: Option<(&'static str, String)>,
 }
 
+#[derive(Clone, Copy)]
+enum Intent {
+    Publish,
+    Play,
+}
+
 enum Role {
     Idle,
     Publisher(Publisher),
@@ -190,25 +196,58 @@ impl RtmpSession {
         (key, settings)
     }
 
+    /// Checks a publish or play request before it reaches the hub: the connection must not
+    /// already have a role, and the name must parse. A refusal is sent with the status code
+    /// clients expect, and the connection closes once it is out.
+    fn admit(
+        &mut self,
+        intent: Intent,
+        stream_id: u32,
+        stream_name: &str,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<StreamRequest> {
+        let (busy_code, bad_name_code, verb) = match intent {
+            Intent::Publish => (
+                "NetStream.Publish.BadName",
+                "NetStream.Publish.BadName",
+                "publish",
+            ),
+            Intent::Play => (
+                "NetStream.Play.Failed",
+                "NetStream.Play.StreamNotFound",
+                "play",
+            ),
+        };
+        let refusal = if !matches!(self.role, Role::Idle) {
+            let why = "this connection is already publishing or playing";
+            Some((
+                busy_code,
+                why.to_string(),
+                format!("{verb} on a busy connection"),
+            ))
+        } else {
+            match self.stream_request(stream_name) {
+                Ok(parsed) => return Some(parsed),
+                Err(why) => Some((
+                    bad_name_code,
+                    why.clone(),
+                    format!("bad {verb} name: {why}"),
+                )),
+            }
+        };
+        let (code, description, log_reason) = refusal?;
+        match intent {
+            Intent::Publish => self.proto.reject_publish(stream_id, code, &description),
+            Intent::Play => self.proto.reject_play(stream_id, code, &description),
+        }
+        self.close_after_flush(ctx, log_reason);
+        None
+    }
+
     fn start_publish(&mut self, request: PublishRequest, ctx: &mut Ctx<'_>) {
         let stream_id = request.stream_id;
-        if !matches!(self.role, Role::Idle) {
-            self.proto.reject_publish(
-                stream_id,
-                "NetStream.Publish.BadName",
-                "this connection is already publishing or playing",
-            );
-            self.close_after_flush(ctx, "publish on a busy connection".into());
+        let Some(parsed) = self.admit(Intent::Publish, stream_id, &request.stream_name, ctx) else {
             return;
-        }
-        let parsed = match self.stream_request(&request.stream_name) {
-            Ok(parsed) => parsed,
-            Err(why) => {
-                self.proto
-                    .reject_publish(stream_id, "NetStream.Publish.BadName", &why);
-                self.close_after_flush(ctx, format!("bad publish name: {why}"));
-                return;
-            }
         };
         let (key, settings) = Self::stream_key(&parsed, &ctx.shared.config);
         match ctx.shared.hub.publish(key, &settings, self.client.serial) {
@@ -247,23 +286,8 @@ impl RtmpSession {
 
     fn start_play(&mut self, request: PlayRequest, ctx: &mut Ctx<'_>) {
         let stream_id = request.stream_id;
-        if !matches!(self.role, Role::Idle) {
-            self.proto.reject_play(
-                stream_id,
-                "NetStream.Play.Failed",
-                "this connection is already publishing or playing",
-            );
-            self.close_after_flush(ctx, "play on a busy connection".into());
+        let Some(parsed) = self.admit(Intent::Play, stream_id, &request.stream_name, ctx) else {
             return;
-        }
-        let parsed = match self.stream_request(&request.stream_name) {
-            Ok(parsed) => parsed,
-            Err(why) => {
-                self.proto
-                    .reject_play(stream_id, "NetStream.Play.StreamNotFound", &why);
-                self.close_after_flush(ctx, format!("bad play name: {why}"));
-                return;
-            }
         };
         let (key, settings) = Self::stream_key(&parsed, &ctx.shared.config);
         let (_, vhost) = ctx.shared.config.vhost(&parsed.vhost);

@@ -102,13 +102,7 @@ impl<'a> VideoPacket<'a> {
         let fourcc = body
             .get(1..5)
             .ok_or(CodecError::Truncated("Enhanced RTMP video header"))?;
-        let codec = match fourcc {
-            b"avc1" => VideoCodec::Avc,
-            b"hvc1" => VideoCodec::Hevc,
-            b"av01" => VideoCodec::Av1,
-            b"vp09" => VideoCodec::Vp9,
-            _ => VideoCodec::Other(0),
-        };
+        let codec = VideoCodec::from_fourcc(fourcc);
         let mut data = &body[5..];
         let mut composition_time = 0;
         let kind = match packet_type {
@@ -194,12 +188,7 @@ impl<'a> AudioPacket<'a> {
                 let fourcc = body
                     .get(1..5)
                     .ok_or(CodecError::Truncated("Enhanced RTMP audio header"))?;
-                let codec = match fourcc {
-                    b"Opus" => AudioCodec::Opus,
-                    b"mp4a" => AudioCodec::Aac,
-                    b".mp3" => AudioCodec::Mp3,
-                    _ => AudioCodec::Other(9),
-                };
+                let codec = AudioCodec::from_fourcc(fourcc);
                 let kind = match first & 0x0f {
                     0 => AudioPacketKind::SequenceHeader,
                     1 => AudioPacketKind::CodedFrames,

@@ -51,7 +51,7 @@ use super::chunk::{
     chunked_body_len,
 };
 use super::handshake::{ClientHandshake, HandshakeError, HandshakeKind};
-use super::message::{Command, Message, MessageError, UserControlEvent, type_id};
+use super::message::{Command, Message, MessageError, UserControlEvent, aggregate_parts, type_id};
 use super::session::{MediaKind, MediaMessage};
 use crate::amf0::Amf0Value;
 
@@ -763,49 +763,29 @@ impl ClientSession {
         }));
     }
 
-    /// Splits an aggregate in place (records: type, 24-bit size, 24+8-bit timestamp, 24-bit
-    /// stream id, data, 32-bit back pointer), timestamps rebased onto the aggregate's as
-    /// [`split_aggregate`](super::message::split_aggregate) does — without its Vec. Complete
-    /// parts before a truncated one are delivered; the truncation is an error.
+    /// Delivers an aggregate's parts as media, as [`aggregate_parts`] splits them (in place,
+    /// timestamps rebased onto the aggregate's). Complete parts before a truncated one are
+    /// delivered; the truncation is an error.
     fn on_aggregate(&mut self, header: &MessageHeader, payload: &Bytes) -> Result<(), ClientError> {
-        const PART_HEADER: usize = 11;
-        const BACK_POINTER: usize = 4;
-        let mut offset = 0;
-        let mut first_timestamp = None;
-        while offset < payload.len() {
-            let truncated = ClientError::Message {
+        for part in aggregate_parts(header, payload) {
+            let part = part.map_err(|source| ClientError::Message {
                 type_id: type_id::AGGREGATE,
-                source: MessageError::AggregateTruncated { offset },
+                source,
+            })?;
+            let kind = match part.type_id {
+                type_id::AUDIO => MediaKind::Audio,
+                type_id::VIDEO => MediaKind::Video,
+                type_id::AMF0_DATA => MediaKind::Data,
+                _ => continue,
             };
-            let Some(record) = payload.get(offset..offset + PART_HEADER) else {
-                return Err(truncated);
-            };
-            let size =
-                usize::from(record[1]) << 16 | usize::from(record[2]) << 8 | usize::from(record[3]);
-            let timestamp = u32::from(record[7]) << 24
-                | u32::from(record[4]) << 16
-                | u32::from(record[5]) << 8
-                | u32::from(record[6]);
-            let data_start = offset + PART_HEADER;
-            let data_end = data_start + size;
-            if data_end + BACK_POINTER > payload.len() {
-                return Err(truncated);
+            if part.payload.is_empty() {
+                continue;
             }
-            let base = *first_timestamp.get_or_insert(timestamp);
-            let kind = match record[0] {
-                type_id::AUDIO => Some(MediaKind::Audio),
-                type_id::VIDEO => Some(MediaKind::Video),
-                type_id::AMF0_DATA => Some(MediaKind::Data),
-                _ => None,
+            let part_header = MessageHeader {
+                timestamp: part.timestamp,
+                ..*header
             };
-            if let Some(kind) = kind.filter(|_| size > 0) {
-                let part_header = MessageHeader {
-                    timestamp: header.timestamp.wrapping_add(timestamp.wrapping_sub(base)),
-                    ..*header
-                };
-                self.emit_media(kind, &part_header, payload.slice(data_start..data_end));
-            }
-            offset = data_end + BACK_POINTER;
+            self.emit_media(kind, &part_header, part.payload);
         }
         Ok(())
     }

@@ -440,16 +440,46 @@ pub fn split_aggregate(
     header: &MessageHeader,
     payload: &Bytes,
 ) -> Result<Vec<AggregatePart>, MessageError> {
-    const PART_HEADER: usize = 11;
-    const BACK_POINTER: usize = 4;
-    let mut parts = Vec::new();
-    let mut offset = 0;
-    let mut first_timestamp = None;
-    while offset < payload.len() {
+    aggregate_parts(header, payload).collect()
+}
+
+/// The parts of an aggregate one at a time, as [`split_aggregate`] without its `Vec`: complete
+/// parts come before the error of a truncated one, after which the iterator ends.
+pub fn aggregate_parts<'a>(header: &MessageHeader, payload: &'a Bytes) -> AggregateParts<'a> {
+    AggregateParts {
+        timestamp: header.timestamp,
+        payload,
+        offset: 0,
+        first_timestamp: None,
+    }
+}
+
+/// Iterator returned by [`aggregate_parts`].
+pub struct AggregateParts<'a> {
+    /// The aggregate's own timestamp, which the first part gets.
+    timestamp: u32,
+    payload: &'a Bytes,
+    offset: usize,
+    first_timestamp: Option<u32>,
+}
+
+impl Iterator for AggregateParts<'_> {
+    type Item = Result<AggregatePart, MessageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        const PART_HEADER: usize = 11;
+        const BACK_POINTER: usize = 4;
+        let offset = self.offset;
+        if offset >= self.payload.len() {
+            return None;
+        }
         let truncated = MessageError::AggregateTruncated { offset };
-        let record = payload
-            .get(offset..offset + PART_HEADER)
-            .ok_or(truncated.clone())?;
+        // After an error there is nothing more to read.
+        self.offset = self.payload.len();
+        let record = match self.payload.get(offset..offset + PART_HEADER) {
+            Some(record) => record,
+            None => return Some(Err(truncated)),
+        };
         let size =
             (usize::from(record[1]) << 16) | (usize::from(record[2]) << 8) | usize::from(record[3]);
         let timestamp = (u32::from(record[7]) << 24)
@@ -458,18 +488,17 @@ pub fn split_aggregate(
             | u32::from(record[6]);
         let data_start = offset + PART_HEADER;
         let data_end = data_start + size;
-        if data_end + BACK_POINTER > payload.len() {
-            return Err(truncated);
+        if data_end + BACK_POINTER > self.payload.len() {
+            return Some(Err(truncated));
         }
-        let base = *first_timestamp.get_or_insert(timestamp);
-        parts.push(AggregatePart {
+        let base = *self.first_timestamp.get_or_insert(timestamp);
+        self.offset = data_end + BACK_POINTER;
+        Some(Ok(AggregatePart {
             type_id: record[0],
-            timestamp: header.timestamp.wrapping_add(timestamp.wrapping_sub(base)),
-            payload: payload.slice(data_start..data_end),
-        });
-        offset = data_end + BACK_POINTER;
+            timestamp: self.timestamp.wrapping_add(timestamp.wrapping_sub(base)),
+            payload: self.payload.slice(data_start..data_end),
+        }))
     }
-    Ok(parts)
 }
 
 #[cfg(test)]
