@@ -182,20 +182,11 @@ impl EpollDriver {
         }
     }
 
-    pub(crate) fn send(&mut self, conn: ConnId, data: Bytes) {
+    pub(crate) fn queue(&mut self, conn: ConnId, head: &[u8], body: Bytes) {
         if let Some(c) = self.conns.get_mut(conn)
             && c.state != State::Draining
         {
-            c.sendq.push(data);
-            self.queue_flush(conn);
-        }
-    }
-
-    pub(crate) fn send_copy(&mut self, conn: ConnId, data: &[u8]) {
-        if let Some(c) = self.conns.get_mut(conn)
-            && c.state != State::Draining
-        {
-            c.sendq.push_copy(data);
+            c.sendq.push(head, body);
             self.queue_flush(conn);
         }
     }

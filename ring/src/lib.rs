@@ -39,6 +39,7 @@ mod socket;
 mod uring;
 mod waker;
 
+pub use sendq::INLINE_HEAD;
 pub use waker::Waker;
 
 /// Which I/O engine a driver runs on.
@@ -313,13 +314,19 @@ impl Driver {
     /// Queues a shared buffer to be written to `conn` at the next [`Driver::wait`]. Ignored if
     /// the connection is closing or gone.
     pub fn send(&mut self, conn: ConnId, data: Bytes) {
-        dispatch!(mut self, d => d.send(conn, data))
+        dispatch!(mut self, d => d.queue(conn, &[], data))
     }
 
-    /// Queues a copy of small bytes (headers) for `conn`; they are gathered into a
-    /// per-connection arena instead of an allocation each.
+    /// Queues a copy of `data`. Up to [`INLINE_HEAD`] bytes are stored inline in the queue (no
+    /// allocation); longer data is copied into a buffer of its own.
     pub fn send_copy(&mut self, conn: ConnId, data: &[u8]) {
-        dispatch!(mut self, d => d.send_copy(conn, data))
+        dispatch!(mut self, d => d.queue(conn, data, Bytes::new()))
+    }
+
+    /// Queues a per-connection `header` (copied inline when it is at most [`INLINE_HEAD`]
+    /// bytes) followed by a shared `body`: the shape of a media message to one viewer.
+    pub fn send_with_header(&mut self, conn: ConnId, header: &[u8], body: Bytes) {
+        dispatch!(mut self, d => d.queue(conn, header, body))
     }
 
     /// Bytes queued or in flight for `conn` and not yet written: the back-pressure signal.

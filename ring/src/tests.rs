@@ -171,8 +171,26 @@ fn blast(total: usize) -> impl FnMut(&mut Driver, &Event) + Send + 'static {
             let mut offset = 0;
             while offset < data.len() {
                 let end = (offset + 65_536).min(data.len());
-                driver.send_copy(*conn, &data[offset..offset + 16]);
-                driver.send(*conn, data.slice(offset + 16..end));
+                // Alternate the three ways of queueing, as servers mix them.
+                match (offset / 65_536) % 3 {
+                    0 => {
+                        driver.send_copy(*conn, &data[offset..offset + 16]);
+                        driver.send(*conn, data.slice(offset + 16..end));
+                    }
+                    1 => driver.send_with_header(
+                        *conn,
+                        &data[offset..offset + 16],
+                        data.slice(offset + 16..end),
+                    ),
+                    _ => {
+                        // A "header" longer than the inline limit.
+                        driver.send_with_header(
+                            *conn,
+                            &data[offset..offset + 40],
+                            data.slice(offset + 40..end),
+                        );
+                    }
+                }
                 offset = end;
             }
         }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use crate::sendq::{SendQueue, advance_batch};
+use crate::sendq::SendQueue;
 use crate::slab::Slab;
 use crate::{CloseReason, ConnId, DriverConfig, Event, IoCounters, ListenerId, RecvBuf, Waker};
 
@@ -201,12 +201,16 @@ impl Drop for BufferRing {
 }
 
 /// A vectored send in flight. Boxed so the `msghdr` the kernel reads has a stable address;
-/// `iov` is not touched while in flight and points into `bufs`' heap data.
+/// `iov` is not touched while in flight, and points into segments the send queue keeps
+/// pinned until the completion.
 struct SendOp {
     msg: libc::msghdr,
     iov: Vec<libc::iovec>,
-    bufs: Vec<Bytes>,
 }
+
+/// Keep a connection's iovec buffer only up to this many entries between sends, so a burst
+/// (a GOP sent to a new viewer) does not pin kilobytes per idle connection.
+const RETAINED_IOVECS: usize = 32;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
@@ -367,7 +371,6 @@ impl UringDriver {
                 // SAFETY: plain data, filled in before each use.
                 msg: unsafe { std::mem::zeroed() },
                 iov: Vec::new(),
-                bufs: Vec::new(),
             }),
             connect_to: None,
             send_in_flight: false,
@@ -434,29 +437,17 @@ impl UringDriver {
         }
     }
 
-    pub(crate) fn send(&mut self, conn: ConnId, data: Bytes) {
+    pub(crate) fn queue(&mut self, conn: ConnId, head: &[u8], body: Bytes) {
         if let Some(c) = self.conns.get_mut(conn)
             && matches!(c.state, State::Open | State::Connecting)
         {
-            c.sendq.push(data);
-            self.queue_flush(conn);
-        }
-    }
-
-    pub(crate) fn send_copy(&mut self, conn: ConnId, data: &[u8]) {
-        if let Some(c) = self.conns.get_mut(conn)
-            && matches!(c.state, State::Open | State::Connecting)
-        {
-            c.sendq.push_copy(data);
+            c.sendq.push(head, body);
             self.queue_flush(conn);
         }
     }
 
     pub(crate) fn pending_bytes(&self, conn: ConnId) -> usize {
-        self.conns.get(conn).map_or(0, |c| {
-            let in_flight: usize = c.send.bufs.iter().map(Bytes::len).sum();
-            c.sendq.len() + in_flight
-        })
+        self.conns.get(conn).map_or(0, |c| c.sendq.len())
     }
 
     pub(crate) fn close(&mut self, conn: ConnId) {
@@ -573,12 +564,13 @@ impl UringDriver {
             return;
         }
         let op = &mut *c.send;
-        c.sendq.take_front(max_iovecs, &mut op.bufs);
         op.iov.clear();
-        op.iov.extend(op.bufs.iter().map(|b| libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        }));
+        c.sendq.pin_front(max_iovecs, |part| {
+            op.iov.push(libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            })
+        });
         // SAFETY: msghdr is plain data; zeroed is "no name, no control".
         op.msg = unsafe { std::mem::zeroed() };
         op.msg.msg_iov = op.iov.as_mut_ptr();
@@ -766,22 +758,25 @@ impl UringDriver {
         };
         c.send_in_flight = false;
         let op = &mut *c.send;
+        if op.iov.capacity() > RETAINED_IOVECS {
+            op.iov.clear();
+            op.iov.shrink_to(RETAINED_IOVECS);
+        }
         if result < 0 {
-            op.bufs.clear();
+            c.sendq.unpin(0);
             let kind = io::Error::from_raw_os_error(-result).kind();
             self.begin_close(conn, CloseReason::Error(kind));
             self.finish_if_idle(conn);
             return;
         }
         self.counters.bytes_sent += result as u64;
-        advance_batch(&mut op.bufs, result as usize);
+        c.sendq.unpin(result as usize);
         match c.state {
             State::Closing(_) => {
-                op.bufs.clear();
+                c.sendq.clear();
                 self.finish_if_idle(conn);
             }
             State::Open | State::Draining | State::Connecting => {
-                c.sendq.restore_front(op.bufs.drain(..));
                 if !c.sendq.is_empty() {
                     self.queue_flush(conn);
                 } else if c.state == State::Draining {

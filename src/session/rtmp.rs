@@ -71,6 +71,9 @@ struct Player {
     chunk_size: u32,
     /// Last time the socket took data (queue drained below the high-water mark).
     last_progress: Instant,
+    /// The last write stopped at the high-water mark with frames left: a `Drained` should
+    /// resume it. (Otherwise `Drained` needs no work: the next flush writes new frames.)
+    throttled: bool,
     reported_skips: u64,
 }
 
@@ -313,6 +316,7 @@ impl RtmpSession {
             config,
             chunk_size: self.proto.out_chunk_size(),
             last_progress: ctx.now,
+            throttled: false,
             reported_skips: 0,
         });
         for frame in &start.frames {
@@ -407,11 +411,19 @@ impl RtmpSession {
             player.last_progress = *now;
         }
         let mut written = 0;
-        while driver.pending_bytes(*conn) < PLAYER_HIGH_WATER {
+        let mut pending = driver.pending_bytes(*conn);
+        player.throttled = false;
+        loop {
+            if pending >= PLAYER_HIGH_WATER {
+                player.throttled = true;
+                break;
+            }
             let Some(out) = player.cursor.next(local, player.config.queue_length_ms) else {
                 break;
             };
-            written += write_frame(driver, *conn, player, out.frame, out.timestamp);
+            let bytes = write_frame(driver, *conn, player, out.frame, out.timestamp);
+            pending += bytes as usize;
+            written += bytes;
         }
         self.client.bytes_out += written;
         if player.cursor.skips > player.reported_skips {
@@ -427,7 +439,7 @@ impl RtmpSession {
 
     /// The socket took everything queued: a player can take more.
     pub fn drained(&mut self, ctx: &mut Ctx<'_>) {
-        if matches!(self.role, Role::Player(_)) {
+        if matches!(&self.role, Role::Player(p) if p.throttled) {
             self.write_pending(ctx);
         }
     }
@@ -520,7 +532,6 @@ fn write_frame(
     let header = ViewerHeader::new(frame, timestamp, player.message_stream_id);
     let body = viewer_body(frame, timestamp, player.chunk_size);
     let len = header.as_bytes().len() + body.len();
-    driver.send_copy(conn, header.as_bytes());
-    driver.send(conn, body);
+    driver.send_with_header(conn, header.as_bytes(), body);
     len as u64
 }

@@ -213,6 +213,7 @@ fn run(
         expected_fps,
         latency: &outcome.latency,
         server: outcome.server,
+        own: outcome.own,
     });
     eprintln!("sluice-load: {}", report.summary());
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

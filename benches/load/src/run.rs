@@ -53,6 +53,9 @@ pub struct Outcome {
     pub publisher_failure: Option<String>,
     /// Server samples: before any player connected, at the window's start and at its end.
     pub server: [Option<procstat::Sample>; 3],
+    /// This process's own samples at the window's start and end: a load generator near 100 %
+    /// of its core is measuring itself, not the server.
+    pub own: [Option<procstat::Sample>; 2],
 }
 
 pub fn resolve(url: &RtmpUrl) -> Result<SocketAddr, String> {
@@ -92,6 +95,7 @@ pub struct Runner {
     opened: usize,
     all_open_at: Option<Instant>,
     server: [Option<procstat::Sample>; 3],
+    own: [Option<procstat::Sample>; 2],
 }
 
 impl Runner {
@@ -121,6 +125,7 @@ impl Runner {
             opened: 0,
             all_open_at: None,
             server: [None; 3],
+            own: [None; 2],
             plan,
         })
     }
@@ -156,11 +161,13 @@ impl Runner {
                 let start = now + self.plan.warmup;
                 self.window = (start, start + self.plan.measure);
             }
-            if self.server[1].is_none() && now >= self.window.0 {
+            if self.own[0].is_none() && now >= self.window.0 {
                 self.server[1] = self.sample_server();
+                self.own[0] = procstat::sample(&[std::process::id()]);
             }
             if now >= self.window.1 || now >= deadline_if_stuck {
                 self.server[2] = self.sample_server();
+                self.own[1] = procstat::sample(&[std::process::id()]);
                 break;
             }
             let timeout = self.next_wake(now).saturating_duration_since(now);
@@ -184,6 +191,7 @@ impl Runner {
             latency: self.latency,
             publisher_failure: self.publisher.and_then(|p| p.failure),
             server: self.server,
+            own: self.own,
         }
     }
 

@@ -186,6 +186,8 @@ pub struct Report {
     pub server_rss_kib: Option<u64>,
     /// (RSS at the end − RSS before) / viewers.
     pub server_rss_per_viewer_kib: Option<f64>,
+    /// This load generator's own CPU use in the window, as a fraction of one core.
+    pub load_cpu_fraction: Option<f64>,
 }
 
 pub struct ReportInput<'a> {
@@ -197,6 +199,7 @@ pub struct ReportInput<'a> {
     pub expected_fps: f64,
     pub latency: &'a Histogram,
     pub server: [Option<crate::procstat::Sample>; 3],
+    pub own: [Option<crate::procstat::Sample>; 2],
 }
 
 pub fn report(input: ReportInput<'_>) -> Report {
@@ -276,6 +279,12 @@ pub fn report(input: ReportInput<'_>) -> Report {
             }
             _ => None,
         },
+        load_cpu_fraction: match (input.own[0], input.own[1]) {
+            (Some(start), Some(end)) => {
+                Some(end.cpu.saturating_sub(start.cpu).as_secs_f64() / window_s)
+            }
+            _ => None,
+        },
     }
 }
 
@@ -291,13 +300,16 @@ impl Report {
             ),
             _ => String::new(),
         };
+        let own = self.load_cpu_fraction.map_or(String::new(), |f| {
+            format!("; load tool {:.0} % of a core", f * 100.0)
+        });
         let p = |p: &Option<Percentiles>, f: fn(&Percentiles) -> f64| {
             p.as_ref()
                 .map_or("-".to_string(), |p| format!("{:.1}", f(p)))
         };
         format!(
             "{} viewers: {} playing, {} failed, {} healthy ({:.1} %); {:.0} Mbit/s; fps p1 {} p50 {}; \
-             stalls {}; startup p50 {} ms p99 {} ms; latency p50 {} ms p99 {} ms{}",
+             stalls {}; startup p50 {} ms p99 {} ms; latency p50 {} ms p99 {} ms{}{}",
             self.viewers,
             self.connected,
             self.failed.values().sum::<usize>(),
@@ -312,6 +324,7 @@ impl Report {
             p(&self.latency_ms, |p| p.p50),
             p(&self.latency_ms, |p| p.p99),
             server,
+            own,
         )
     }
 }
