@@ -277,6 +277,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn flv_file_loops_with_continuing_timestamps_and_headers_once() {
+        use sluice_proto::flv::{TagType, write_file_header, write_tag};
+        let mut file = Vec::new();
+        write_file_header(&mut file, true, true);
+        write_tag(&mut file, TagType::Script, 0, b"\x02\x00\x0aonMetaData").unwrap();
+        write_tag(&mut file, TagType::Video, 0, &[0x17, 0, 0, 0, 0, 1]).unwrap();
+        write_tag(&mut file, TagType::Audio, 0, &[0xaf, 0, 0x12, 0x10]).unwrap();
+        write_tag(&mut file, TagType::Video, 0, &[0x17, 1, 0, 0, 0, 9]).unwrap();
+        write_tag(&mut file, TagType::Video, 33, &[0x27, 1, 0, 0, 0, 9]).unwrap();
+        let path = std::env::temp_dir().join(format!("sluice-load-{}.flv", std::process::id()));
+        std::fs::write(&path, &file).unwrap();
+        let mut source = FlvLoop::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let first: Vec<(MediaKind, u64)> = (0..5)
+            .map(|_| source.next())
+            .map(|o| (o.kind, o.timestamp))
+            .collect();
+        assert_eq!(first[0], (MediaKind::Data, 0));
+        assert_eq!(first[3], (MediaKind::Video, 0));
+        assert_eq!(first[4], (MediaKind::Video, 33));
+        // The second loop: no metadata or sequence headers again, timestamps carry on one
+        // frame after the last.
+        let again = source.next();
+        assert_eq!((again.kind, again.timestamp), (MediaKind::Video, 66));
+        assert_eq!(
+            again.payload[..2],
+            [0x17, 1],
+            "the keyframe, not the sequence header"
+        );
+        assert!(FlvLoop::open(Path::new("/nonexistent.flv")).is_err());
+    }
+
+    #[test]
     fn synthetic_stream_has_the_asked_bitrate_and_order() {
         let mut s = Synthetic::new(SyntheticConfig {
             bitrate: 2_000_000,
