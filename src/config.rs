@@ -72,6 +72,7 @@ pub struct Config {
     pub max_connections: usize,
     pub log: LogConfig,
     pub rtmp: RtmpConfig,
+    pub http_server: HttpServerConfig,
     /// Virtual hosts by name; `__defaultVhost__` always exists.
     pub vhost: BTreeMap<String, VhostConfig>,
 }
@@ -84,6 +85,7 @@ impl Default for Config {
             max_connections: 1000,
             log: LogConfig::default(),
             rtmp: RtmpConfig::default(),
+            http_server: HttpServerConfig::default(),
             vhost: BTreeMap::new(),
         }
     }
@@ -131,6 +133,40 @@ impl Default for RtmpConfig {
     }
 }
 
+/// The data-plane HTTP server (SRS `http_server`): live streams over HTTP and static files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpServerConfig {
+    pub enabled: bool,
+    /// Address every worker listens on (`SO_REUSEPORT`).
+    pub listen: String,
+    /// Root of the static files.
+    pub dir: String,
+    /// `Access-Control-Allow-Origin` on every response; empty sends no CORS headers.
+    pub cors_origin: String,
+    /// A request head must arrive completely within this (ms), against slow-header clients.
+    pub header_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this (ms).
+    pub keepalive_timeout_ms: u64,
+    /// A client whose socket takes none of a response (a file) for this long is disconnected
+    /// (ms). Live viewers use their vhost's `play.send_timeout_ms`.
+    pub send_timeout_ms: u64,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        HttpServerConfig {
+            enabled: true,
+            listen: "0.0.0.0:8080".into(),
+            dir: "./html".into(),
+            cors_origin: "*".into(),
+            header_timeout_ms: 10_000,
+            keepalive_timeout_ms: 30_000,
+            send_timeout_ms: 30_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VhostConfig {
@@ -139,6 +175,7 @@ pub struct VhostConfig {
     pub chunk_size: u32,
     pub play: PlayConfig,
     pub publish: PublishConfig,
+    pub http_remux: HttpRemuxConfig,
 }
 
 impl Default for VhostConfig {
@@ -148,6 +185,27 @@ impl Default for VhostConfig {
             chunk_size: 60_000,
             play: PlayConfig::default(),
             publish: PublishConfig::default(),
+            http_remux: HttpRemuxConfig::default(),
+        }
+    }
+}
+
+/// Live streams over HTTP (SRS `http_remux`): FLV, WebSocket-FLV, MPEG-TS, AAC and MP3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpRemuxConfig {
+    pub enabled: bool,
+    /// Where streams are mounted, as in SRS: `[vhost]`, `[app]` and `[stream]` are replaced,
+    /// and the extension may be any of `.flv`, `.ts`, `.aac`, `.mp3` (the format asked for).
+    /// `[vhost]/` is optional in requests for the default vhost.
+    pub mount: String,
+}
+
+impl Default for HttpRemuxConfig {
+    fn default() -> Self {
+        HttpRemuxConfig {
+            enabled: true,
+            mount: "[vhost]/[app]/[stream].flv".into(),
         }
     }
 }
@@ -241,6 +299,12 @@ impl Config {
         if let Err(e) = self.rtmp.listen.parse::<SocketAddr>() {
             return Err(("rtmp.listen".into(), format!("not an address:port: {e}")));
         }
+        if let Err(e) = self.http_server.listen.parse::<SocketAddr>() {
+            return Err((
+                "http_server.listen".into(),
+                format!("not an address:port: {e}"),
+            ));
+        }
         if self.max_connections == 0 {
             return Err(("max_connections".into(), "must be at least 1".into()));
         }
@@ -273,6 +337,13 @@ impl Config {
                     "must be at least 1000 (one second of media)".into(),
                 ));
             }
+            let mount = &vhost.http_remux.mount;
+            if !(mount.contains("[app]") && mount.contains("[stream]")) {
+                return Err((
+                    key("http_remux.mount"),
+                    "must contain [app] and [stream]".into(),
+                ));
+            }
             if vhost.play.gop_cache_max_frames == 0 {
                 return Err((
                     key("play.gop_cache_max_frames"),
@@ -286,6 +357,13 @@ impl Config {
     /// The listen address (validated at load).
     pub fn rtmp_listen(&self) -> SocketAddr {
         self.rtmp.listen.parse().expect("validated at load")
+    }
+
+    /// The HTTP listen address, if the HTTP server is enabled (validated at load).
+    pub fn http_listen(&self) -> Option<SocketAddr> {
+        self.http_server
+            .enabled
+            .then(|| self.http_server.listen.parse().expect("validated at load"))
     }
 
     /// The settings for a vhost name, falling back to the default vhost like SRS. Returns the

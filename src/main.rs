@@ -2,10 +2,12 @@
 //! the worker threads, signals and shutdown.
 
 mod config;
+mod framing;
 mod hub;
+mod remux;
 mod request;
-mod rtmp_wire;
 mod session;
+mod static_files;
 mod worker;
 
 use std::path::PathBuf;
@@ -108,6 +110,7 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
         n => n,
     };
     let listen = config.rtmp_listen();
+    let http_listen = config.http_listen();
 
     // Each worker creates its driver and listener on its own thread (io_uring rings are
     // single-issuer), reports its waker, then waits for the shared state that needs them all.
@@ -123,10 +126,11 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
             .spawn(move || {
                 let setup =
                     Driver::new(backend, &DriverConfig::default()).and_then(|mut driver| {
-                        let listener = driver.listen(listen)?;
-                        Ok((driver, listener))
+                        let rtmp = driver.listen(listen)?;
+                        let http = http_listen.map(|addr| driver.listen(addr)).transpose()?;
+                        Ok((driver, (rtmp, http)))
                     });
-                let (driver, listener) = match setup {
+                let (driver, listeners) = match setup {
                     Ok(ok) => ok,
                     Err(e) => {
                         let _ = ready_tx.send((id, Err(e.to_string())));
@@ -135,7 +139,7 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
                 };
                 let _ = ready_tx.send((id, Ok(driver.waker())));
                 let Ok(shared) = shared_rx.recv() else { return };
-                Worker::new(id, driver, listener, shared).run();
+                Worker::new(id, driver, listeners, shared).run();
             })
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
         threads.push(thread);
@@ -146,7 +150,7 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
         match ready_rx.recv() {
             Ok((id, Ok(waker))) => wakers[id] = Some(waker),
             Ok((id, Err(e))) => {
-                return Err(format!("worker {id}: cannot listen on rtmp {listen}: {e}"));
+                return Err(format!("worker {id}: cannot listen: {e}"));
             }
             Err(_) => return Err("a worker thread died during start-up".into()),
         }
@@ -163,6 +167,7 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
         version = env!("CARGO_PKG_VERSION"),
         config = %path.display(),
         rtmp = %listen,
+        http = %http_listen.map_or("off".to_string(), |a| a.to_string()),
         workers,
         io = %backend,
         "sluice started"

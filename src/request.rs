@@ -71,6 +71,58 @@ impl StreamRequest {
         })
     }
 
+    /// A live-stream request over HTTP: `path` (decoded, extension already removed, e.g.
+    /// `/live/cam`) matched against the vhost's `mount` template (`[vhost]/[app]/[stream].flv`,
+    /// whose `[vhost]/` part may be left out). The vhost is the `?vhost=` parameter, else the
+    /// mount's `[vhost]`, else the Host header. `None` when the path does not fit the mount.
+    pub fn from_http(path: &str, mount: &str, host: &str, query: &str) -> Option<StreamRequest> {
+        let template = mount.rsplit_once('.').map_or(mount, |(stem, _)| stem);
+        let template: Vec<&str> = template.trim_matches('/').split('/').collect();
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let template = if template.first() == Some(&"[vhost]") && parts.len() + 1 == template.len()
+        {
+            &template[1..]
+        } else {
+            &template[..]
+        };
+        if parts.len() != template.len() {
+            return None;
+        }
+        let (mut vhost, mut app, mut stream) = (None, None, None);
+        for (part, pattern) in parts.iter().zip(template) {
+            match *pattern {
+                "[vhost]" => vhost = Some(*part),
+                "[app]" => app = Some(*part),
+                "[stream]" => stream = Some(*part),
+                literal if literal == *part => {}
+                _ => return None,
+            }
+        }
+        let (app, stream) = (app?, stream?);
+        validate(app).ok()?;
+        validate(stream).ok()?;
+        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+            // Keep IPv6 literals whole; only strip a numeric port.
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        let vhost = vhost_param([query]).or(vhost).unwrap_or(host);
+        Some(StreamRequest {
+            vhost: vhost.trim_matches(|c| c == '[' || c == ']').to_string(),
+            app: app.to_string(),
+            stream: stream.to_string(),
+            param: if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            },
+            tc_url: String::new(),
+        })
+    }
+
     /// The vhost a connect asks for, before any stream name is known (it sets the chunk size
     /// the session announces).
     pub fn connect_vhost(tc_url: &str, connect_app: &str) -> String {
@@ -183,6 +235,34 @@ mod tests {
             StreamRequest::connect_vhost("rtmp://1.2.3.4/live", "live?domain=d"),
             "d"
         );
+    }
+
+    #[test]
+    fn http_paths_against_mounts() {
+        let mount = "[vhost]/[app]/[stream].flv";
+        let r = StreamRequest::from_http("/live/cam", mount, "127.0.0.1:8080", "").unwrap();
+        assert_eq!(
+            (r.vhost.as_str(), r.app.as_str(), r.stream.as_str()),
+            ("127.0.0.1", "live", "cam")
+        );
+        let r = StreamRequest::from_http("/v.example/live/cam", mount, "h", "").unwrap();
+        assert_eq!(r.vhost, "v.example");
+        let r = StreamRequest::from_http("/live/cam", mount, "h", "vhost=q&token=1").unwrap();
+        assert_eq!(
+            (r.vhost.as_str(), r.param.as_str()),
+            ("q", "?vhost=q&token=1")
+        );
+        assert!(StreamRequest::from_http("/cam", mount, "h", "").is_none());
+        assert!(StreamRequest::from_http("/a/b/c/d", mount, "h", "").is_none());
+        let fixed = "tv/[stream].flv";
+        assert!(
+            StreamRequest::from_http("/tv/one", fixed, "h", "").is_none(),
+            "no [app]"
+        );
+        let custom = "[app]/hls/[stream].flv";
+        let r = StreamRequest::from_http("/live/hls/cam", custom, "[::1]:8080", "").unwrap();
+        assert_eq!((r.vhost.as_str(), r.app.as_str()), ("::1", "live"));
+        assert!(StreamRequest::from_http("/live/x/cam", custom, "h", "").is_none());
     }
 
     #[test]

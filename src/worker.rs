@@ -13,8 +13,9 @@ use sluice_ring::{CloseReason, ConnId, Driver, Event, ListenerId, Waker};
 use crate::config::Config;
 use crate::hub::local::LocalStream;
 use crate::hub::{Hub, Stream};
+use crate::session::http::HttpSession;
 use crate::session::rtmp::RtmpSession;
-use crate::session::{ClientInfo, Ctx};
+use crate::session::{ClientInfo, Ctx, Session};
 
 /// How often idle timeouts are checked.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
@@ -61,6 +62,8 @@ pub struct Shared {
     pub config: Config,
     pub hub: Hub,
     pub links: Vec<WorkerLink>,
+    /// The canonical root of static files, if it exists.
+    pub static_root: Option<std::path::PathBuf>,
     /// Open client connections across all workers (for `max_connections`).
     pub connections: AtomicUsize,
     next_client: AtomicU64,
@@ -71,6 +74,7 @@ impl Shared {
     pub fn new(config: Config, links: Vec<WorkerLink>) -> Shared {
         Shared {
             hub: Hub::new(links.len()),
+            static_root: crate::static_files::canonical_root(&config.http_server.dir),
             config,
             links,
             connections: AtomicUsize::new(0),
@@ -87,16 +91,12 @@ impl Shared {
     }
 }
 
-/// What a connection is speaking.
-pub enum Session {
-    Rtmp(Box<RtmpSession>),
-}
-
 pub struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub driver: Driver,
     rtmp_listener: ListenerId,
+    http_listener: Option<ListenerId>,
     sessions: Vec<Option<Session>>,
     pub locals: HashMap<u64, LocalStream>,
     /// Streams published here that got frames in this batch: (stream, workers to wake).
@@ -110,18 +110,20 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker around a driver already listening for RTMP; run it on the driver's thread.
+    /// A worker around a driver already listening (RTMP, and HTTP when enabled); run it on the
+    /// driver's thread.
     pub fn new(
         id: usize,
         driver: Driver,
-        rtmp_listener: ListenerId,
+        listeners: (ListenerId, Option<ListenerId>),
         shared: Arc<Shared>,
     ) -> Worker {
         Worker {
             id,
             shared,
             driver,
-            rtmp_listener,
+            rtmp_listener: listeners.0,
+            http_listener: listeners.1,
             sessions: Vec::new(),
             locals: HashMap::new(),
             wake: Vec::new(),
@@ -197,11 +199,11 @@ impl Worker {
             } => self.accepted(listener, conn, peer, now),
             Event::Received { conn, buf } => {
                 let mut session = self.take_session(conn);
-                if let Some(Session::Rtmp(rtmp)) = &mut session {
+                if let Some(session) = &mut session {
                     let data = self.driver.recv_data(&buf);
-                    let result = rtmp.handle_input(now, data);
+                    let input = session.handle_input(now, data, &self.shared.config);
                     self.driver.release(buf);
-                    rtmp.after_input(result, &mut self.ctx(conn, now));
+                    session.after_input(input, &mut self.ctx(conn, now));
                 } else {
                     self.driver.release(buf);
                 }
@@ -209,8 +211,8 @@ impl Worker {
             }
             Event::Drained { conn } => {
                 let mut session = self.take_session(conn);
-                if let Some(Session::Rtmp(rtmp)) = &mut session {
-                    rtmp.drained(&mut self.ctx(conn, now));
+                if let Some(session) = &mut session {
+                    session.drained(&mut self.ctx(conn, now));
                 }
                 self.put_session(conn, session);
             }
@@ -232,7 +234,8 @@ impl Worker {
     }
 
     fn accepted(&mut self, listener: ListenerId, conn: ConnId, peer: SocketAddr, now: Instant) {
-        debug_assert_eq!(listener, self.rtmp_listener);
+        let http = Some(listener) == self.http_listener;
+        debug_assert!(http || listener == self.rtmp_listener);
         let open = self.shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
         let serial = self.shared.next_client.fetch_add(1, Ordering::Relaxed);
         let client = ClientInfo::new(serial, conn, peer, now);
@@ -247,15 +250,20 @@ impl Worker {
             // Counted until its Closed event, like every connection.
             return;
         }
-        tracing::info!(client = %client.id, %peer, proto = "rtmp", worker = self.id, "client connected");
-        let session = RtmpSession::new(client, &self.shared.config, now);
-        self.put_session(conn, Some(Session::Rtmp(Box::new(session))));
+        let proto = if http { "http" } else { "rtmp" };
+        tracing::info!(client = %client.id, %peer, proto, worker = self.id, "client connected");
+        let session = if http {
+            Session::Http(Box::new(HttpSession::new(client, &self.shared.config, now)))
+        } else {
+            Session::Rtmp(Box::new(RtmpSession::new(client, &self.shared.config, now)))
+        };
+        self.put_session(conn, Some(session));
     }
 
     fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
         self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-        if let Some(Session::Rtmp(mut rtmp)) = self.take_session(conn) {
-            rtmp.closed(reason, &mut self.ctx(conn, now));
+        if let Some(mut session) = self.take_session(conn) {
+            session.closed(reason, &mut self.ctx(conn, now));
         }
     }
 
@@ -276,7 +284,7 @@ impl Worker {
     fn take_session(&mut self, conn: ConnId) -> Option<Session> {
         let slot = self.sessions.get_mut(conn.index())?;
         match slot {
-            Some(Session::Rtmp(rtmp)) if rtmp.conn_hint() == conn => slot.take(),
+            Some(session) if session.conn() == conn => slot.take(),
             _ => None,
         }
     }
@@ -372,8 +380,8 @@ impl Worker {
         let mut min_cursor = u64::MAX;
         for &conn in &viewers {
             let mut session = self.take_session(conn);
-            if let Some(Session::Rtmp(rtmp)) = &mut session
-                && let Some(cursor) = rtmp.write_pending(&mut self.ctx(conn, now))
+            if let Some(session) = &mut session
+                && let Some(cursor) = session.write_pending(&mut self.ctx(conn, now))
             {
                 min_cursor = min_cursor.min(cursor);
             }
@@ -388,13 +396,12 @@ impl Worker {
 
     fn housekeeping(&mut self, now: Instant) {
         for index in 0..self.sessions.len() {
-            let Some(Session::Rtmp(rtmp)) = &self.sessions[index] else {
+            let Some(conn) = self.sessions[index].as_ref().map(Session::conn) else {
                 continue;
             };
-            let conn = rtmp.conn_hint();
             let mut session = self.take_session(conn);
-            if let Some(Session::Rtmp(rtmp)) = &mut session {
-                rtmp.check_timeouts(&mut self.ctx(conn, now));
+            if let Some(session) = &mut session {
+                session.check_timeouts(&mut self.ctx(conn, now));
             }
             self.put_session(conn, session);
         }
@@ -407,11 +414,14 @@ impl Worker {
         self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
         self.driver.stop_listening();
         for index in 0..self.sessions.len() {
-            if let Some(Session::Rtmp(rtmp)) = &mut self.sessions[index] {
-                rtmp.set_close_reason("server shutting down");
-                let conn = rtmp.conn_hint();
-                self.driver.close(conn);
+            let Some(conn) = self.sessions[index].as_ref().map(Session::conn) else {
+                continue;
+            };
+            let mut session = self.take_session(conn);
+            if let Some(session) = &mut session {
+                session.shut_down(&mut self.ctx(conn, now));
             }
+            self.put_session(conn, session);
         }
     }
 }

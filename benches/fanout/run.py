@@ -79,16 +79,20 @@ def ensure_nginx_rtmp():
 class Server:
     """A server under test: how to start it on a port, and which pids to measure."""
 
-    def __init__(self, name, start, measured_pids=None):
+    def __init__(self, name, start, measured_pids=None, play="rtmp"):
         self.name = name
         self._start = start
         self._measured = measured_pids
+        # "rtmp": players play rtmp://; "flv": HTTP-FLV from the server's HTTP port.
+        self.play = play
+        self.http_port = None
         self.proc = None
         self.workdir = None
 
     def start(self, port):
         self.workdir = tempfile.mkdtemp(prefix=f"fanout-{self.name}-")
-        cmd = self._start(port, self.workdir)
+        self.http_port = free_port()
+        cmd = self._start(port, self.workdir, self.http_port)
         self.proc = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE] + cmd,
             stdout=subprocess.DEVNULL,
@@ -116,23 +120,24 @@ class Server:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def sluice_server(name, io, mw_latency_ms=None):
+def sluice_server(name, io, mw_latency_ms=None, play="rtmp"):
     binary = ROOT / "target/release/sluice"
 
-    def start(port, workdir):
+    def start(port, workdir, http_port):
         conf = Path(workdir) / "sluice.toml"
-        play = ""
+        play_conf = ""
         if mw_latency_ms is not None:
-            play = f"[vhost.__defaultVhost__.play]\nmw_latency_ms = {mw_latency_ms}\n"
+            play_conf = f"[vhost.__defaultVhost__.play]\nmw_latency_ms = {mw_latency_ms}\n"
             if mw_latency_ms == 0:
-                play += "mw_msgs = 1\n"
+                play_conf += "mw_msgs = 1\n"
         conf.write_text(
             "workers = 1\nmax_connections = 100000\n"
-            f'[rtmp]\nlisten = "127.0.0.1:{port}"\n[log]\nlevel = "warn"\n' + play
+            f'[rtmp]\nlisten = "127.0.0.1:{port}"\n[log]\nlevel = "warn"\n'
+            f'[http_server]\nlisten = "127.0.0.1:{http_port}"\n' + play_conf
         )
         return [str(binary), "-c", str(conf), "--io", io]
 
-    return Server(name, start)
+    return Server(name, start, play=play)
 
 
 def nginx_children(master):
@@ -144,7 +149,7 @@ def nginx_children(master):
 
 
 def nginx_rtmp_server(module):
-    def start(port, workdir):
+    def start(port, workdir, _http_port):
         conf = Path(workdir) / "nginx.conf"
         conf.write_text(
             f"load_module {module};\n"
@@ -162,7 +167,7 @@ def nginx_rtmp_server(module):
 
 
 def custom_server(name, template):
-    def start(port, workdir):
+    def start(port, workdir, _http_port):
         return ["sh", "-c", template.format(port=port, workdir=workdir)]
 
     return Server(name, start, lambda pid: all_descendants(pid))
@@ -189,8 +194,13 @@ def run_step(server, viewers, args):
                "--io", args.load_io, "--json", str(report_path)]
         for pid in server.pids():
             cmd += ["--server-pid", str(pid)]
-        cmd += ["rtmp-play", "--url", f"rtmp://127.0.0.1:{port}/live/fanout",
-                "--viewers", str(viewers), "--ramp", str(args.ramp), "--publish",
+        rtmp_url = f"rtmp://127.0.0.1:{port}/live/fanout"
+        if server.play == "flv":
+            cmd += ["flv-play", "--url", f"http://127.0.0.1:{server.http_port}/live/fanout.flv",
+                    "--publish-to", rtmp_url]
+        else:
+            cmd += ["rtmp-play", "--url", rtmp_url, "--publish"]
+        cmd += ["--viewers", str(viewers), "--ramp", str(args.ramp),
                 "--bitrate", str(args.bitrate), "--fps", str(args.fps),
                 "--warmup", str(args.warmup), "--duration", str(args.measure)]
         limit = viewers / args.ramp + args.warmup + args.measure + 60
@@ -373,7 +383,8 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default="sluice-uring,sluice-epoll,nginx-rtmp",
                         help="comma-separated: sluice-uring, sluice-epoll, sluice-uring-mw0, "
-                             "sluice-epoll-mw0, nginx-rtmp")
+                             "sluice-epoll-mw0, sluice-uring-flv, sluice-epoll-flv (HTTP-FLV "
+                             "players), nginx-rtmp")
     parser.add_argument("--server", action="append", default=[], metavar="NAME=COMMAND",
                         help="another server: a shell command with {port} and {workdir}, "
                              "serving rtmp://127.0.0.1:{port}/live/STREAM")
@@ -418,6 +429,10 @@ def main():
             servers.append(sluice_server(name, "uring", 0))
         elif name == "sluice-epoll-mw0":
             servers.append(sluice_server(name, "epoll", 0))
+        elif name == "sluice-uring-flv":
+            servers.append(sluice_server(name, "uring", play="flv"))
+        elif name == "sluice-epoll-flv":
+            servers.append(sluice_server(name, "epoll", play="flv"))
         elif name == "nginx-rtmp":
             servers.append(nginx_rtmp_server(ensure_nginx_rtmp()))
         else:

@@ -2,17 +2,22 @@
 //! contract as the io_uring backend, done with non-blocking syscalls when the OS says a socket
 //! is ready. Reads happen lazily in `next_event`, one buffer at a time, so a connection that
 //! floods us takes turns with the others instead of starving them.
+//!
+//! File regions go out with `sendfile` on Linux (the kernel hands page-cache pages to the
+//! socket, until the socket is full); elsewhere they are read into a buffer and written (a
+//! portable fallback, one buffer per driver).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token};
 
-use crate::sendq::SendQueue;
+use crate::sendq::{FileRegion, SendQueue};
 use crate::slab::Slab;
 use crate::{CloseReason, ConnId, DriverConfig, Event, IoCounters, ListenerId, RecvBuf, Waker};
 
@@ -70,6 +75,9 @@ pub(crate) struct EpollDriver {
     buffer_size: usize,
     max_iovecs: usize,
     counters: IoCounters,
+    /// The read + write fallback's buffer for file regions (allocated on first use).
+    #[cfg(not(target_os = "linux"))]
+    file_buffer: Vec<u8>,
 }
 
 impl EpollDriver {
@@ -90,6 +98,8 @@ impl EpollDriver {
             buffer_size: config.recv_buffer_size.max(512),
             max_iovecs: config.max_iovecs.clamp(1, 1024),
             counters: IoCounters::default(),
+            #[cfg(not(target_os = "linux"))]
+            file_buffer: Vec::new(),
         })
     }
 
@@ -187,6 +197,22 @@ impl EpollDriver {
             && c.state != State::Draining
         {
             c.sendq.push(head, body);
+            self.queue_flush(conn);
+        }
+    }
+
+    pub(crate) fn queue_file(
+        &mut self,
+        conn: ConnId,
+        file: Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    ) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && c.state != State::Draining
+            && len > 0
+        {
+            c.sendq.push_file(file, offset, len);
             self.queue_flush(conn);
         }
     }
@@ -357,12 +383,20 @@ impl EpollDriver {
         }
         let mut outcome = Ok(());
         while c.writable && !c.sendq.is_empty() {
-            let mut slices = Vec::with_capacity(max_iovecs.min(64));
-            c.sendq.front_slices(max_iovecs, &mut slices);
-            self.counters.write_syscalls += 1;
             self.counters.writes += 1;
-            let result = c.stream.write_vectored(&slices);
-            drop(slices);
+            let (result, from_file) = if let Some(region) = c.sendq.front_file() {
+                self.counters.write_syscalls += FILE_WRITE_SYSCALLS;
+                #[cfg(target_os = "linux")]
+                let result = send_file(&c.stream, region);
+                #[cfg(not(target_os = "linux"))]
+                let result = send_file(&mut c.stream, region, &mut self.file_buffer);
+                (result, true)
+            } else {
+                let mut slices = Vec::with_capacity(max_iovecs.min(64));
+                c.sendq.front_slices(max_iovecs, &mut slices);
+                self.counters.write_syscalls += 1;
+                (c.stream.write_vectored(&slices), false)
+            };
             match result {
                 Ok(0) => {
                     outcome = Err(io::ErrorKind::WriteZero);
@@ -370,6 +404,9 @@ impl EpollDriver {
                 }
                 Ok(n) => {
                     self.counters.bytes_sent += n as u64;
+                    if from_file {
+                        self.counters.file_bytes_sent += n as u64;
+                    }
                     c.sendq.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
@@ -482,4 +519,76 @@ impl EpollDriver {
     pub(crate) fn counters(&self) -> IoCounters {
         self.counters
     }
+}
+
+/// Syscalls one file write costs: `sendfile`, or a read and a write.
+#[cfg(target_os = "linux")]
+const FILE_WRITE_SYSCALLS: u64 = 1;
+#[cfg(not(target_os = "linux"))]
+const FILE_WRITE_SYSCALLS: u64 = 2;
+
+/// Most bytes one `sendfile` call is asked for (the kernel caps a call at 2 GiB − 4 KiB).
+#[cfg(target_os = "linux")]
+const SENDFILE_MAX: u64 = 1 << 30;
+
+/// Writes the front of a file region with `sendfile`: the bytes go from the page cache to the
+/// socket without entering user space. A file that ends before the region does is
+/// `UnexpectedEof`.
+#[cfg(target_os = "linux")]
+fn send_file(stream: &TcpStream, region: &FileRegion) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut offset = libc::off_t::try_from(region.offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range"))?;
+    let count = region.len.min(SENDFILE_MAX) as usize;
+    // SAFETY: both fds are open for the duration of the call (the stream and the File are
+    // borrowed); `offset` is a valid off_t the kernel updates and we then drop.
+    let n = unsafe {
+        libc::sendfile(
+            stream.as_raw_fd(),
+            region.file.as_raw_fd(),
+            &mut offset,
+            count,
+        )
+    };
+    match n {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        0 => Err(io::ErrorKind::UnexpectedEof.into()),
+        n => Ok(n as usize),
+    }
+}
+
+/// The portable fallback: reads the front of a file region into `buffer` and writes it. What
+/// the socket does not take is read again next time (simple, and rare enough: the socket had
+/// room when we got here).
+#[cfg(not(target_os = "linux"))]
+fn send_file(
+    stream: &mut TcpStream,
+    region: &FileRegion,
+    buffer: &mut Vec<u8>,
+) -> io::Result<usize> {
+    const BUFFER: usize = 64 * 1024;
+    if buffer.is_empty() {
+        buffer.resize(BUFFER, 0);
+    }
+    let want = region.len.min(BUFFER as u64) as usize;
+    let n = read_at(&region.file, &mut buffer[..want], region.offset)?;
+    if n == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    stream.write(&buffer[..n])
+}
+
+#[cfg(all(not(target_os = "linux"), unix))]
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+#[cfg(not(any(unix, windows)))]
+fn read_at(_file: &std::fs::File, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
 }

@@ -1,10 +1,11 @@
 //! sluice-ring: the data-plane I/O engine. One API, two backends chosen at start:
 //!
 //! - **uring** (Linux, io_uring): multishot accept, multishot recv from a provided buffer ring,
-//!   vectored `sendmsg`, wait timeouts, and an eventfd read that another core completes to wake
-//!   this one.
+//!   vectored `sendmsg`, file regions by linked `splice` (file → pipe → socket), wait timeouts,
+//!   and an eventfd read that another core completes to wake this one.
 //! - **epoll** (mio: epoll on Linux, kqueue on macOS, IOCP on Windows): the same operations as
-//!   non-blocking syscalls on readiness.
+//!   non-blocking syscalls on readiness; file regions by `sendfile` on Linux, by read + write
+//!   elsewhere.
 //!
 //! A [`Driver`] belongs to one thread (thread-per-core). The caller's loop is:
 //!
@@ -18,15 +19,17 @@
 //! Received bytes are lent as a [`RecvBuf`]: read them with [`Driver::recv_data`], then give the
 //! buffer back with [`Driver::release`] before the next `wait`. Sends are queued per connection
 //! ([`Driver::send`] for shared refcounted buffers, [`Driver::send_copy`] for small
-//! per-connection headers) and written at the next `wait` as one vectored write per connection —
-//! on io_uring, one submission for all connections. Every accepted connection ends with exactly
-//! one [`Event::Closed`], whoever closed it.
+//! per-connection headers, [`Driver::send_file`] for a region of a file) and written at the next
+//! `wait` as one vectored write per connection — on io_uring, one submission for all
+//! connections — with file regions written in order between the vectored writes. Every
+//! accepted connection ends with exactly one [`Event::Closed`], whoever closed it.
 //!
 //! All `unsafe` and every syscall of sluice live in this crate.
 
 use std::io;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -218,11 +221,15 @@ pub enum Event {
 pub struct IoCounters {
     /// Times the driver entered the kernel to wait or submit (`io_uring_enter` / `epoll_wait`).
     pub waits: u64,
-    /// Write operations issued (one vectored write each).
+    /// Write operations issued: one per vectored write, one per file write (a `sendfile` call
+    /// on epoll; on io_uring a linked round of splices moving up to a pipe-full).
     pub writes: u64,
     /// Syscalls issued for writes on the epoll backend (on io_uring, writes ride on `waits`).
     pub write_syscalls: u64,
+    /// Bytes written to sockets, file bytes included.
     pub bytes_sent: u64,
+    /// The part of `bytes_sent` that came from files ([`Driver::send_file`]).
+    pub file_bytes_sent: u64,
     pub bytes_received: u64,
     pub accepted: u64,
     pub connected: u64,
@@ -329,7 +336,23 @@ impl Driver {
         dispatch!(mut self, d => d.queue(conn, header, body))
     }
 
-    /// Bytes queued or in flight for `conn` and not yet written: the back-pressure signal.
+    /// Queues `len` bytes of `file` from `offset`, after everything queued before, written
+    /// without passing through user space (io_uring: splice file → pipe → socket; epoll:
+    /// `sendfile` on Linux; a portable read + write fallback elsewhere). [`Event::Drained`]
+    /// fires as for other sends; a file that ends early (truncated while sending) closes the
+    /// connection with `CloseReason::Error(UnexpectedEof)`. A zero-length region is a no-op.
+    /// Ignored if the connection is closing or gone.
+    ///
+    /// `file` should be a regular file opened for reading. The driver keeps its own reference
+    /// until the last operation reading it has completed, so the caller may drop its `Arc` at
+    /// once. Bytes are read when they are written, not when queued: a file changed in between
+    /// sends its new contents.
+    pub fn send_file(&mut self, conn: ConnId, file: Arc<std::fs::File>, offset: u64, len: u64) {
+        dispatch!(mut self, d => d.queue_file(conn, file, offset, len))
+    }
+
+    /// Bytes queued or in flight for `conn` and not yet written, file regions included: the
+    /// back-pressure signal.
     pub fn pending_bytes(&self, conn: ConnId) -> usize {
         dispatch!(self, d => d.pending_bytes(conn))
     }

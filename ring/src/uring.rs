@@ -5,8 +5,11 @@
 //! - accept: one multishot accept per listener, re-armed if the kernel ends it;
 //! - receive: one multishot recv per connection, picking buffers from a provided buffer ring
 //!   (no buffer is tied up by an idle connection); re-armed after `ENOBUFS` once buffers return;
-//! - send: one vectored `sendmsg` in flight per connection, gathering everything queued, all
-//!   connections' sends submitted with one `io_uring_enter`;
+//! - send: one vectored `sendmsg` in flight per connection, gathering everything queued up to
+//!   the first file region, all connections' sends submitted with one `io_uring_enter`;
+//! - file regions: through a pipe of the connection's own (created on first use), as a linked
+//!   chain `splice(file → pipe)` → `splice(pipe → socket)`, one pipe-full per round; see
+//!   `start_file_send`;
 //! - wake-ups: a pending 8-byte read on an eventfd that other threads write;
 //! - timeouts: the wait's `EXT_ARG` timespec.
 //!
@@ -17,6 +20,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +42,12 @@ enum Op {
     Wake = 4,
     Cancel = 5,
     Connect = 6,
+    /// Waits for a socket to take more bytes before a file round (after a short splice).
+    FilePoll = 7,
+    /// splice(file → pipe).
+    SpliceIn = 8,
+    /// splice(pipe → socket).
+    SpliceOut = 9,
 }
 
 fn user_data(op: Op, index: u32, generation: u32) -> u64 {
@@ -52,6 +62,9 @@ fn decode_user_data(data: u64) -> (Option<Op>, u32, u32) {
         4 => Some(Op::Wake),
         5 => Some(Op::Cancel),
         6 => Some(Op::Connect),
+        7 => Some(Op::FilePoll),
+        8 => Some(Op::SpliceIn),
+        9 => Some(Op::SpliceOut),
         _ => None,
     };
     (op, ((data >> 32) & 0x00ff_ffff) as u32, data as u32)
@@ -77,6 +90,9 @@ pub(crate) fn probe() -> Result<(), String> {
         }
     }
     let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
+    if !ring.params().is_feature_skip_cqe_on_success() {
+        return Err("io_uring lacks CQE_SKIP_SUCCESS".into());
+    }
     let mut probe = io_uring::Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
@@ -87,6 +103,8 @@ pub(crate) fn probe() -> Result<(), String> {
         (opcode::SendMsg::CODE, "sendmsg"),
         (opcode::Read::CODE, "read"),
         (opcode::AsyncCancel::CODE, "async_cancel"),
+        (opcode::Splice::CODE, "splice"),
+        (opcode::PollAdd::CODE, "poll_add"),
     ] {
         if !probe.is_supported(code) {
             return Err(format!("io_uring lacks {name}"));
@@ -208,6 +226,66 @@ struct SendOp {
     iov: Vec<libc::iovec>,
 }
 
+/// The pipe size asked for (`F_SETPIPE_SZ`): how much of a file one round moves.
+const PIPE_SIZE: i32 = 1 << 20;
+
+/// A connection's pipe for file regions: file pages go in by reference at one end and out to
+/// the socket at the other.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Capacity in bytes (what `F_GETPIPE_SZ` says).
+    size: u32,
+    /// Bytes spliced in from the front file region and not yet out to the socket.
+    buffered: u32,
+}
+
+impl Pipe {
+    /// A close-on-exec pipe, grown to [`PIPE_SIZE`] when the system allows it. Also returns
+    /// why it could not be grown (`pipe-max-size`, or the user's `pipe-user-pages-soft` spent).
+    fn new() -> io::Result<(Pipe, Option<io::Error>)> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: pipe2 writes two new fds into the array, or fails and writes nothing.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both fds are fresh and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: fcntl on a pipe fd we own; F_SETPIPE_SZ takes an int, F_GETPIPE_SZ nothing.
+        let refused =
+            if unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) } < 0 {
+                Some(io::Error::last_os_error())
+            } else {
+                None
+            };
+        // SAFETY: as above.
+        let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        if size <= 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let pipe = Pipe {
+            read,
+            write,
+            size: size as u32,
+            buffered: 0,
+        };
+        Ok((pipe, refused))
+    }
+}
+
+/// One round of a file region in flight: up to three linked operations (wait for room, file →
+/// pipe, pipe → socket), of which exactly one reports. All but the last are submitted with
+/// `CQE_SKIP_SUCCESS`: one reports only when it fails or comes back short, which cancels the
+/// rest of the chain without reports (the kernel's rule for a failing skip-success request);
+/// otherwise the last reports. Either way every operation of the round has completed or will
+/// never run when the report arrives.
+struct FileSend {
+    /// Keeps the file open until no operation can still read it.
+    _file: Arc<std::fs::File>,
+    /// Bytes asked of the file → pipe splice (0: none this round).
+    fill_len: u32,
+}
+
 /// Keep a connection's iovec buffer only up to this many entries between sends, so a burst
 /// (a GOP sent to a new viewer) does not pin kilobytes per idle connection.
 const RETAINED_IOVECS: usize = 32;
@@ -230,9 +308,22 @@ struct Conn {
     /// The peer address a connect operation reads; boxed so it stays put while in flight.
     connect_to: Option<Box<socket2::SockAddr>>,
     send_in_flight: bool,
+    /// The file round in flight, if any.
+    file_send: Option<Box<FileSend>>,
+    /// Created with the first file region; closed with the connection.
+    pipe: Option<Pipe>,
+    /// The last splice to the socket came back short: wait for room before the next.
+    file_needs_poll: bool,
     recv_armed: bool,
     state: State,
     queued_for_flush: bool,
+}
+
+impl Conn {
+    /// A write (vectored or file) is in flight.
+    fn writing(&self) -> bool {
+        self.send_in_flight || self.file_send.is_some()
+    }
 }
 
 struct Listener {
@@ -257,6 +348,9 @@ pub(crate) struct UringDriver {
     max_iovecs: usize,
     counters: IoCounters,
     completions: Vec<(u64, i32, u32)>,
+    page_size: u64,
+    /// A pipe could not be grown to `PIPE_SIZE` (said once in the log).
+    pipe_size_refused: bool,
 }
 
 impl UringDriver {
@@ -293,6 +387,12 @@ impl UringDriver {
             max_iovecs: config.max_iovecs.clamp(1, 1024),
             counters: IoCounters::default(),
             completions: Vec::with_capacity(256),
+            // SAFETY: sysconf only reads a constant.
+            page_size: match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+                n if n > 0 => n as u64,
+                _ => 4096,
+            },
+            pipe_size_refused: false,
         })
     }
 
@@ -312,6 +412,22 @@ impl UringDriver {
             ?entry,
             "io_uring submission queue stuck full; operation dropped"
         );
+    }
+
+    /// Queues a linked chain as one piece: a chain split across two submissions would be cut
+    /// in two, letting its second half run unordered.
+    fn push_chain(&mut self, entries: &[squeue::Entry]) {
+        for _ in 0..3 {
+            // SAFETY: as in `push`: file regions' operations carry only fds, kept open until
+            // they complete (Conn::pipe, FileSend::_file, Conn::fd).
+            if unsafe { self.ring.submission().push_multiple(entries) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                tracing::error!(error = %e, "io_uring submit failed while the SQ was full");
+            }
+        }
+        tracing::error!("io_uring submission queue stuck full; linked operations dropped");
     }
 
     pub(crate) fn listen(&mut self, socket: std::net::TcpListener) -> io::Result<ListenerId> {
@@ -374,6 +490,9 @@ impl UringDriver {
             }),
             connect_to: None,
             send_in_flight: false,
+            file_send: None,
+            pipe: None,
+            file_needs_poll: false,
             recv_armed: false,
             state,
             queued_for_flush: false,
@@ -446,6 +565,22 @@ impl UringDriver {
         }
     }
 
+    pub(crate) fn queue_file(
+        &mut self,
+        conn: ConnId,
+        file: Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    ) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && matches!(c.state, State::Open | State::Connecting)
+            && len > 0
+        {
+            c.sendq.push_file(file, offset, len);
+            self.queue_flush(conn);
+        }
+    }
+
     pub(crate) fn pending_bytes(&self, conn: ConnId) -> usize {
         self.conns.get(conn).map_or(0, |c| c.sendq.len())
     }
@@ -465,7 +600,7 @@ impl UringDriver {
         if c.state != State::Open {
             return;
         }
-        if c.sendq.is_empty() && !c.send_in_flight {
+        if c.sendq.is_empty() && !c.writing() {
             self.begin_close(conn, CloseReason::Local);
             return;
         }
@@ -496,9 +631,9 @@ impl UringDriver {
         c.state = State::Closing(reason);
         c.sendq.clear();
         let recv_armed = c.recv_armed;
-        if c.send_in_flight {
+        if c.writing() {
             // A send blocked on a peer that doesn't read would never complete: shut the socket
-            // so it fails now.
+            // so it fails now (and a file round's poll for room fires).
             // SAFETY: shutdown on an fd we own.
             unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
         }
@@ -517,10 +652,11 @@ impl UringDriver {
         };
         if let State::Closing(reason) = c.state
             && !c.recv_armed
-            && !c.send_in_flight
+            && !c.writing()
             && c.connect_to.is_none()
         {
-            // Dropping the Conn closes the fd: no operation refers to it any more.
+            // Dropping the Conn closes the fd, the pipe and our reference to the file being
+            // sent: no operation refers to them any more.
             self.conns.remove(conn);
             self.ready.push_back(Event::Closed { conn, reason });
         }
@@ -557,11 +693,14 @@ impl UringDriver {
             return;
         };
         c.queued_for_flush = false;
-        if c.send_in_flight
+        if c.writing()
             || c.sendq.is_empty()
             || matches!(c.state, State::Closing(_) | State::Connecting)
         {
             return;
+        }
+        if c.sendq.front_file().is_some() {
+            return self.start_file_send(conn);
         }
         let op = &mut *c.send;
         op.iov.clear();
@@ -582,6 +721,179 @@ impl UringDriver {
             .user_data(conn_user_data(Op::Send, conn));
         self.counters.writes += 1;
         self.push(entry);
+    }
+
+    /// Starts one round of the file region at the front of the queue, as a linked chain:
+    ///
+    /// 1. `poll(socket, POLLOUT)`, only when the last round found the socket full;
+    /// 2. `splice(file @ offset → pipe)`, a pipe-full at most, only when the pipe is empty;
+    /// 3. `splice(pipe → socket)` of what is in the pipe.
+    ///
+    /// The socket is non-blocking (set with the first file region) so step 3 sends what fits
+    /// and returns: the kernel runs splices on its worker threads, and a blocking splice to a
+    /// slow reader would hold one of them for as long as the reader dawdles. A short step 2
+    /// (end of file, or a pipe-full that isn't page aligned) breaks the link, so step 3 is
+    /// cancelled and the next round sends what did arrive; a step 2 that reads nothing means
+    /// the file ended early. The round reports once (see [`FileSend`]), to `file_sent`.
+    ///
+    /// Costs per round: the splices run on an io-wq worker, and with `DEFER_TASKRUN` each link
+    /// step passes through this thread's task work, so a round is two hand-offs between this
+    /// thread and the worker; hence a big pipe.
+    fn start_file_send(&mut self, conn: ConnId) {
+        let page_size = self.page_size;
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if c.sendq
+            .front_file()
+            .is_some_and(|r| r.offset > i64::MAX as u64)
+        {
+            // splice takes a signed offset (-1 means "the file position").
+            return self.begin_close(conn, CloseReason::Error(io::ErrorKind::InvalidInput));
+        }
+        if c.pipe.is_none() {
+            let made = Pipe::new().and_then(|(pipe, refused)| {
+                set_nonblocking(&c.fd)?;
+                Ok((pipe, refused))
+            });
+            match made {
+                Ok((pipe, refused)) => {
+                    if let Some(why) = refused
+                        && !self.pipe_size_refused
+                    {
+                        self.pipe_size_refused = true;
+                        tracing::info!(
+                            error = %why,
+                            pipe_size = pipe.size,
+                            "pipes for file sends keep their default size (F_SETPIPE_SZ to 1 MiB refused)"
+                        );
+                    }
+                    c.pipe = Some(pipe);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no pipe for a file send");
+                    self.begin_close(conn, CloseReason::Error(e.kind()));
+                    return;
+                }
+            }
+        }
+        let pipe = c.pipe.as_ref().expect("created above");
+        let socket = types::Fd(c.fd.as_raw_fd());
+        let region = c.sendq.pin_file().expect("the front is a file region");
+        let mut chain = [None, None, None];
+        if c.file_needs_poll {
+            chain[0] = Some(
+                opcode::PollAdd::new(socket, libc::POLLOUT as u32)
+                    .build()
+                    .user_data(conn_user_data(Op::FilePoll, conn)),
+            );
+        }
+        let mut fill_len = 0;
+        let drain_len = if pipe.buffered > 0 {
+            pipe.buffered
+        } else {
+            // A pipe holds a page per slot: start unaligned reads with a partial pipe-full
+            // so the following ones are aligned and fill it.
+            let size = u64::from(pipe.size);
+            let room = if size > page_size {
+                size - region.offset % page_size
+            } else {
+                size
+            };
+            fill_len = region.len.min(room) as u32;
+            chain[1] = Some(
+                opcode::Splice::new(
+                    types::Fd(region.file.as_raw_fd()),
+                    region.offset as i64,
+                    types::Fd(pipe.write.as_raw_fd()),
+                    -1,
+                    fill_len,
+                )
+                .build()
+                .user_data(conn_user_data(Op::SpliceIn, conn)),
+            );
+            fill_len
+        };
+        // Non-blocking on the pipe too: with the pipe never empty here it changes nothing, but
+        // a splice waiting on a pipe nobody fills would never return.
+        chain[2] = Some(
+            opcode::Splice::new(types::Fd(pipe.read.as_raw_fd()), -1, socket, -1, drain_len)
+                .flags(libc::SPLICE_F_NONBLOCK)
+                .build()
+                .user_data(conn_user_data(Op::SpliceOut, conn)),
+        );
+        c.file_send = Some(Box::new(FileSend {
+            _file: region.file.clone(),
+            fill_len,
+        }));
+        c.file_needs_poll = false;
+        let mut entries: Vec<squeue::Entry> = chain.into_iter().flatten().collect();
+        let last = entries.len() - 1;
+        for entry in &mut entries[..last] {
+            *entry = entry
+                .clone()
+                .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS);
+        }
+        self.counters.writes += 1;
+        self.push_chain(&entries);
+    }
+
+    /// The one report of a file round: account for what reached the socket and decide what
+    /// follows. Operations before the one reporting succeeded in full; those after it were
+    /// cancelled.
+    fn file_sent(&mut self, conn: ConnId, op: Op, result: i32) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let Some(round) = c.file_send.take() else {
+            return;
+        };
+        let full_fill = (round.fill_len > 0).then_some(round.fill_len as i32);
+        let (poll, fill, drain) = match op {
+            Op::FilePoll => (Some(result), None, None),
+            Op::SpliceIn => (None, Some(result), None),
+            _ => (None, full_fill, Some(result)),
+        };
+        let pipe = c.pipe.as_mut().expect("a file round has a pipe");
+        let error_kind = |result: i32| io::Error::from_raw_os_error(-result).kind();
+        let mut error = None;
+        if let Some(result) = poll
+            && result < 0
+            && result != -libc::ECANCELED
+        {
+            error = Some(error_kind(result));
+        }
+        match fill {
+            Some(n) if n > 0 => pipe.buffered += n as u32,
+            // The file ends before the region does (truncated since it was queued).
+            Some(0) => error = error.or(Some(io::ErrorKind::UnexpectedEof)),
+            Some(e) if e != -libc::ECANCELED => error = error.or(Some(error_kind(e))),
+            _ => {}
+        }
+        let mut sent = 0;
+        match drain.unwrap_or(-libc::ECANCELED) {
+            n if n > 0 && n as u32 <= pipe.buffered => {
+                sent = n as u32;
+                pipe.buffered -= sent;
+                // Short: the socket is full.
+                c.file_needs_poll = pipe.buffered > 0;
+            }
+            // More than the pipe held by our count: a bug, never worth a stuck connection.
+            n if n >= 0 => error = error.or(Some(io::ErrorKind::WriteZero)),
+            e if e == -libc::EAGAIN => c.file_needs_poll = true,
+            // Cancelled: an earlier link came back short or failed (handled above).
+            e if e != -libc::ECANCELED => error = error.or(Some(error_kind(e))),
+            _ => {}
+        }
+        self.counters.bytes_sent += u64::from(sent);
+        self.counters.file_bytes_sent += u64::from(sent);
+        c.sendq.unpin(sent as usize);
+        if let Some(kind) = error {
+            self.begin_close(conn, CloseReason::Error(kind));
+            self.finish_if_idle(conn);
+            return;
+        }
+        self.after_write(conn);
     }
 
     pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
@@ -658,6 +970,9 @@ impl UringDriver {
             Some(Op::Recv) => self.received(conn, result, flags),
             Some(Op::Send) => self.sent(conn, result),
             Some(Op::Connect) => self.connected(conn, result),
+            Some(op @ (Op::FilePoll | Op::SpliceIn | Op::SpliceOut)) => {
+                self.file_sent(conn, op, result)
+            }
             Some(Op::Wake) => {
                 self.wake_armed = false;
                 self.waker.reset();
@@ -771,6 +1086,15 @@ impl UringDriver {
         }
         self.counters.bytes_sent += result as u64;
         c.sendq.unpin(result as usize);
+        self.after_write(conn);
+    }
+
+    /// A write completed without error: close if closing, write on if more is queued, else
+    /// report the queue drained.
+    fn after_write(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
         match c.state {
             State::Closing(_) => {
                 c.sendq.clear();
@@ -857,4 +1181,16 @@ impl Drop for UringDriver {
             std::mem::forget(memory);
         }
     }
+}
+
+/// Puts a socket in non-blocking mode, so a splice to it sends what fits and returns.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl get/set of the status flags of an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

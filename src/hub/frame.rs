@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use sluice_proto::flv::{AudioTag, VideoTag};
 
-use crate::rtmp_wire;
+use crate::framing::rtmp as rtmp_wire;
+use crate::remux::TsFrame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
@@ -30,6 +31,8 @@ pub struct Frame {
     pub rtmp_body: Bytes,
     /// The stream's (vhost's) chunk size, which `rtmp_body` is chunked at.
     pub rtmp_chunk_size: u32,
+    /// The frame as MPEG-TS, when the stream has HTTP-TS viewers (see `Stream::want_ts`).
+    pub ts: Option<TsFrame>,
 }
 
 impl Frame {
@@ -53,6 +56,7 @@ impl Frame {
             payload,
             rtmp_body,
             rtmp_chunk_size: chunk_size,
+            ts: None,
         })
     }
 

@@ -14,7 +14,7 @@ pub mod gop;
 pub mod local;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use frame::{Frame, FrameKind};
@@ -44,6 +44,17 @@ pub struct StreamSettings {
     pub gop_cache: bool,
     pub gop_cache_max_frames: usize,
     pub gop_cache_max_bytes: usize,
+}
+
+impl StreamSettings {
+    pub fn for_vhost(vhost: &crate::config::VhostConfig) -> StreamSettings {
+        StreamSettings {
+            chunk_size: vhost.chunk_size,
+            gop_cache: vhost.play.gop_cache,
+            gop_cache_max_frames: vhost.play.gop_cache_max_frames,
+            gop_cache_max_bytes: vhost.play.gop_cache_max_bytes,
+        }
+    }
 }
 
 /// Who publishes a stream: a client serial number unique in the process.
@@ -160,6 +171,13 @@ impl Hub {
         }
     }
 
+    /// Whether someone publishes `key` now.
+    pub fn is_published(&self, key: &StreamKey) -> bool {
+        self.map()
+            .get(key)
+            .is_some_and(|stream| stream.is_published())
+    }
+
     /// Streams currently known (published or awaited).
     #[cfg(test)]
     pub fn stream_count(&self) -> usize {
@@ -179,6 +197,8 @@ pub struct Stream {
     pub key: StreamKey,
     pub settings: StreamSettings,
     state: Mutex<StreamState>,
+    /// An HTTP-TS viewer joined: the publisher muxes every frame to TS from now on.
+    wants_ts: AtomicBool,
 }
 
 pub struct StreamState {
@@ -221,6 +241,7 @@ impl Stream {
                 log_base: 0,
                 workers: vec![WorkerInterest::default(); workers],
             }),
+            wants_ts: AtomicBool::new(false),
         }
     }
 
@@ -312,6 +333,21 @@ impl Stream {
 
     pub fn head_seq(&self) -> u64 {
         Stream::head(&self.state())
+    }
+
+    /// Asks the publisher to mux frames to MPEG-TS (for HTTP-TS viewers), from its next frame.
+    pub fn want_ts(&self) {
+        self.wants_ts.store(true, Ordering::Relaxed);
+    }
+
+    pub fn wants_ts(&self) -> bool {
+        self.wants_ts.load(Ordering::Relaxed)
+    }
+
+    /// The current video and audio sequence headers (to prime a remuxer started mid-stream).
+    pub fn sequence_headers(&self) -> [Option<Arc<Frame>>; 2] {
+        let state = self.state();
+        [state.video_header.clone(), state.audio_header.clone()]
     }
 
     pub fn is_published(&self) -> bool {

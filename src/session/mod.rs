@@ -1,6 +1,8 @@
 //! Protocol sessions: each glues a `sluice_proto` state machine to a driver connection and to
 //! the hub. [`Ctx`] is what a session may touch while it handles an event.
 
+pub mod http;
+pub mod player;
 pub mod rtmp;
 
 use std::collections::HashMap;
@@ -13,6 +15,92 @@ use sluice_ring::{ConnId, Driver};
 use crate::hub::local::{Cursor, LocalStream};
 use crate::hub::{Frame, JoinStart, Stream, StreamKey, StreamSettings};
 use crate::worker::Shared;
+
+/// What a connection is speaking.
+pub enum Session {
+    Rtmp(Box<rtmp::RtmpSession>),
+    Http(Box<http::HttpSession>),
+}
+
+/// What `Session::handle_input` took in, for `Session::after_input` to act on.
+pub enum Input {
+    Rtmp(Result<(), sluice_proto::rtmp::SessionError>),
+    Http,
+}
+
+impl Session {
+    pub fn conn(&self) -> ConnId {
+        match self {
+            Session::Rtmp(s) => s.conn_hint(),
+            Session::Http(s) => s.conn_hint(),
+        }
+    }
+
+    /// Takes received bytes (while the driver still lends them).
+    pub fn handle_input(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        config: &crate::config::Config,
+    ) -> Input {
+        match self {
+            Session::Rtmp(s) => Input::Rtmp(s.handle_input(now, data)),
+            Session::Http(s) => {
+                s.handle_input(now, data, config);
+                Input::Http
+            }
+        }
+    }
+
+    pub fn after_input(&mut self, input: Input, ctx: &mut Ctx<'_>) {
+        match (self, input) {
+            (Session::Rtmp(s), Input::Rtmp(result)) => s.after_input(result, ctx),
+            (Session::Http(s), Input::Http) => s.after_input(ctx),
+            _ => unreachable!("input comes from the same session"),
+        }
+    }
+
+    pub fn drained(&mut self, ctx: &mut Ctx<'_>) {
+        match self {
+            Session::Rtmp(s) => s.drained(ctx),
+            Session::Http(s) => s.drained(ctx),
+        }
+    }
+
+    /// A viewer writes its pending frames; returns its cursor.
+    pub fn write_pending(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
+        match self {
+            Session::Rtmp(s) => s.write_pending(ctx),
+            Session::Http(s) => s.write_pending(ctx),
+        }
+    }
+
+    pub fn check_timeouts(&mut self, ctx: &mut Ctx<'_>) {
+        match self {
+            Session::Rtmp(s) => s.check_timeouts(ctx),
+            Session::Http(s) => s.check_timeouts(ctx),
+        }
+    }
+
+    /// The server is stopping: end this connection.
+    pub fn shut_down(&mut self, ctx: &mut Ctx<'_>) {
+        const REASON: &str = "server shutting down";
+        match self {
+            Session::Rtmp(s) => {
+                s.set_close_reason(REASON);
+                ctx.driver.close(ctx.conn);
+            }
+            Session::Http(s) => s.end_stream(ctx, REASON),
+        }
+    }
+
+    pub fn closed(&mut self, reason: sluice_ring::CloseReason, ctx: &mut Ctx<'_>) {
+        match self {
+            Session::Rtmp(s) => s.closed(reason, ctx),
+            Session::Http(s) => s.closed(reason, ctx),
+        }
+    }
+}
 
 /// Who a connection is, for logs and (later) the API.
 #[derive(Debug, Clone)]

@@ -12,19 +12,16 @@ use sluice_proto::rtmp::{
     MediaKind, MediaMessage, PlayRequest, PublishRequest, ServerSession, SessionConfig,
     SessionError, SessionEvent, SessionOutput,
 };
-use sluice_ring::{CloseReason, ConnId, Driver};
+use sluice_ring::{CloseReason, ConnId};
 
+use super::player::Player;
 use super::{ClientInfo, Ctx};
-use crate::config::{Config, PlayConfig, PublishConfig};
-use crate::hub::local::Cursor;
+use crate::config::{Config, PublishConfig};
+use crate::framing::Framing;
+use crate::framing::rtmp::RtmpFraming;
 use crate::hub::{Frame, FrameKind, PublishError, Stream, StreamKey, StreamSettings};
+use crate::remux::TsRemuxer;
 use crate::request::StreamRequest;
-use crate::rtmp_wire::{ViewerHeader, viewer_body};
-
-/// A player gets more frames only while less than this is queued on its socket: enough for a
-/// merged write of a few hundred ms at high bitrates, small enough that a stuck player holds
-/// little memory.
-const PLAYER_HIGH_WATER: usize = 512 * 1024;
 
 pub struct RtmpSession {
     pub client: ClientInfo,
@@ -60,21 +57,16 @@ struct Publisher {
     timeouts: PublishConfig,
     started: Instant,
     last_media: Option<Instant>,
+    /// Muxes each frame to MPEG-TS once HTTP-TS viewers want it.
+    ts: Option<Box<TsRemuxer>>,
 }
 
-struct Player {
-    stream: Arc<Stream>,
-    request: StreamRequest,
-    message_stream_id: u32,
-    cursor: Cursor,
-    config: PlayConfig,
-    chunk_size: u32,
-    /// Last time the socket took data (queue drained below the high-water mark).
-    last_progress: Instant,
-    /// The last write stopped at the high-water mark with frames left: a `Drained` should
-    /// resume it. (Otherwise `Drained` needs no work: the next flush writes new frames.)
-    throttled: bool,
-    reported_skips: u64,
+/// The message stream id an RTMP player's `play` used.
+fn play_stream_id(player: &Player) -> Option<u32> {
+    match &player.framing {
+        Framing::Rtmp(framing) => Some(framing.message_stream_id),
+        _ => None,
+    }
 }
 
 impl RtmpSession {
@@ -190,13 +182,7 @@ impl RtmpSession {
             app: request.app.clone(),
             stream: request.stream.clone(),
         };
-        let settings = StreamSettings {
-            chunk_size: vhost.chunk_size,
-            gop_cache: vhost.play.gop_cache,
-            gop_cache_max_frames: vhost.play.gop_cache_max_frames,
-            gop_cache_max_bytes: vhost.play.gop_cache_max_bytes,
-        };
-        (key, settings)
+        (key, StreamSettings::for_vhost(vhost))
     }
 
     /// Checks a publish or play request before it reaches the hub: the connection must not
@@ -273,6 +259,7 @@ impl RtmpSession {
                     timeouts: vhost.publish.clone(),
                     started: ctx.now,
                     last_media: None,
+                    ts: None,
                 });
             }
             Err(PublishError::Busy(name)) => {
@@ -308,30 +295,21 @@ impl RtmpSession {
             published = stream.is_published(),
             "play started"
         );
-        let mut player = Box::new(Player {
-            stream,
-            request: parsed,
+        let framing = Framing::Rtmp(RtmpFraming {
             message_stream_id: stream_id,
-            cursor,
-            config,
             chunk_size: self.proto.out_chunk_size(),
-            last_progress: ctx.now,
-            throttled: false,
-            reported_skips: 0,
         });
-        for frame in &start.frames {
-            if let Some(out) = player.cursor.admit(frame) {
-                self.client.bytes_out +=
-                    write_frame(ctx.driver, ctx.conn, &player, out.frame, out.timestamp);
-            }
-        }
+        let mut player = Box::new(Player::new(
+            stream, parsed, cursor, config, framing, ctx.now,
+        ));
+        self.client.bytes_out += player.start(ctx, &start);
         self.role = Role::Player(player);
     }
 
     fn stop_role(&mut self, stream_id: u32, ctx: &mut Ctx<'_>) {
         let matches = match &self.role {
             Role::Publisher(p) => p.message_stream_id == stream_id,
-            Role::Player(p) => p.message_stream_id == stream_id,
+            Role::Player(p) => play_stream_id(p) == Some(stream_id),
             Role::Idle => false,
         };
         if matches {
@@ -349,17 +327,7 @@ impl RtmpSession {
                 ctx.shared.hub.unpublish(&p.stream, self.client.serial);
                 tracing::info!(client = %self.client.id, stream = %p.request.path(), reason = why, "publish stopped");
             }
-            Role::Player(p) => {
-                ctx.leave(&p.stream);
-                if p.cursor.skips > 0 {
-                    tracing::info!(
-                        client = %self.client.id,
-                        skipped_frames = p.cursor.skipped_frames,
-                        skips = p.cursor.skips,
-                        "player fell behind during play"
-                    );
-                }
-            }
+            Role::Player(p) => p.leave(ctx, &self.client.id),
             Role::Idle => {}
         }
     }
@@ -379,67 +347,37 @@ impl RtmpSession {
             },
         };
         let chunk_size = publisher.stream.settings.chunk_size;
-        if let Some(frame) = Frame::new(kind, message.timestamp, payload, chunk_size) {
+        if let Some(mut frame) = Frame::new(kind, message.timestamp, payload, chunk_size) {
+            if publisher.stream.wants_ts() {
+                let stream = &publisher.stream;
+                let remuxer = publisher.ts.get_or_insert_with(|| {
+                    // Started mid-stream: it needs the codecs the stream announced earlier.
+                    let mut remuxer = Box::new(TsRemuxer::new());
+                    for header in stream.sequence_headers().into_iter().flatten() {
+                        remuxer.remux(header.kind, header.timestamp, &header.payload);
+                    }
+                    remuxer
+                });
+                frame.ts = remuxer.remux(kind, message.timestamp, &frame.payload);
+            }
             let stream = publisher.stream.clone();
             ctx.publish_frame(&stream, Arc::new(frame));
         }
     }
 
-    /// Writes the frames a player has not had yet, as far as its socket keeps up. Returns its
-    /// cursor (the oldest frame it still needs) so the mirror can drop older ones.
+    /// Writes the frames a player has not had yet (see [`Player::write_pending`]).
     pub fn write_pending(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
         let Role::Player(player) = &mut self.role else {
             return None;
         };
-        let Ctx {
-            conn,
-            now,
-            driver,
-            locals,
-            ..
-        } = ctx;
-        let local = locals.get(&player.stream.id)?;
-        if player.cursor.paused {
-            // A paused player resumes at a new keyframe: it holds no frames meanwhile.
-            return None;
-        }
-        // Applied even when the socket is full, so a stuck player cannot pin old frames.
-        player
-            .cursor
-            .enforce_lag(local, player.config.queue_length_ms);
-        if driver.pending_bytes(*conn) < PLAYER_HIGH_WATER {
-            player.last_progress = *now;
-        }
-        let mut written = 0;
-        let mut pending = driver.pending_bytes(*conn);
-        player.throttled = false;
-        loop {
-            if pending >= PLAYER_HIGH_WATER {
-                player.throttled = true;
-                break;
-            }
-            let Some(out) = player.cursor.next(local, player.config.queue_length_ms) else {
-                break;
-            };
-            let bytes = write_frame(driver, *conn, player, out.frame, out.timestamp);
-            pending += bytes as usize;
-            written += bytes;
-        }
+        let (written, cursor) = player.write_pending(ctx, &self.client.id);
         self.client.bytes_out += written;
-        if player.cursor.skips > player.reported_skips {
-            player.reported_skips = player.cursor.skips;
-            tracing::debug!(
-                client = %self.client.id,
-                skipped_frames = player.cursor.skipped_frames,
-                "player too slow: skipped to the newest keyframe"
-            );
-        }
-        Some(player.cursor.next)
+        cursor
     }
 
     /// The socket took everything queued: a player can take more.
     pub fn drained(&mut self, ctx: &mut Ctx<'_>) {
-        if matches!(&self.role, Role::Player(p) if p.throttled) {
+        if matches!(&self.role, Role::Player(p) if p.throttled()) {
             self.write_pending(ctx);
         }
     }
@@ -460,11 +398,7 @@ impl RtmpSession {
                 }
                 _ => None,
             },
-            Role::Player(p) => {
-                let stalled = ctx.driver.pending_bytes(ctx.conn) >= PLAYER_HIGH_WATER
-                    && now >= p.last_progress + Duration::from_millis(p.config.send_timeout_ms);
-                stalled.then(|| "player stopped reading (send_timeout)".into())
-            }
+            Role::Player(p) => p.stalled(ctx),
         };
         if let Some(reason) = expired {
             tracing::warn!(client = %self.client.id, peer = %self.client.peer, reason = %reason, "closing connection");
@@ -487,12 +421,14 @@ impl RtmpSession {
     /// The connection is gone: leave the hub and log the client's summary.
     /// "publisher"/"player" and `vhost/app/stream`, while it has a role.
     fn describe_role(&self) -> Option<(&'static str, String)> {
-        let (role, stream, request) = match &self.role {
-            Role::Idle => return None,
-            Role::Publisher(p) => ("publisher", &p.stream, &p.request),
-            Role::Player(p) => ("player", &p.stream, &p.request),
-        };
-        Some((role, format!("{}/{}", stream.key.vhost, request.path())))
+        match &self.role {
+            Role::Idle => None,
+            Role::Publisher(p) => Some((
+                "publisher",
+                format!("{}/{}", p.stream.key.vhost, p.request.path()),
+            )),
+            Role::Player(p) => Some(("player", p.describe())),
+        }
     }
 
     pub fn closed(&mut self, reason: CloseReason, ctx: &mut Ctx<'_>) {
@@ -518,20 +454,4 @@ impl RtmpSession {
             "client left"
         );
     }
-}
-
-/// Queues one frame for a player: its own chunk header, then the shared body. Returns the
-/// bytes queued.
-fn write_frame(
-    driver: &mut Driver,
-    conn: ConnId,
-    player: &Player,
-    frame: &Frame,
-    timestamp: u32,
-) -> u64 {
-    let header = ViewerHeader::new(frame, timestamp, player.message_stream_id);
-    let body = viewer_body(frame, timestamp, player.chunk_size);
-    let len = header.as_bytes().len() + body.len();
-    driver.send_with_header(conn, header.as_bytes(), body);
-    len as u64
 }

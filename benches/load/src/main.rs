@@ -5,6 +5,7 @@
 //! which lets it measure publish→receive latency — and reports what the players saw as JSON
 //! (plus a one-line summary on stderr). Runs on io_uring or epoll, like the server.
 
+mod flv;
 mod procstat;
 mod run;
 mod source;
@@ -18,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use sluice_proto::rtmp::RtmpUrl;
 use sluice_ring::Backend;
 
-use run::{Plan, Runner};
+use run::{Plan, PlayProtocol, Runner};
 use source::{FlvLoop, Source, Synthetic, SyntheticConfig};
 
 #[derive(Parser)]
@@ -86,6 +87,48 @@ enum Mode {
         #[arg(long)]
         complex_handshake: bool,
     },
+    /// Open N HTTP-FLV players (http://host:port/app/stream.flv) and measure what they receive.
+    FlvPlay {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 100)]
+        viewers: usize,
+        /// New players per second (0 = all at once).
+        #[arg(long, default_value_t = 1000.0)]
+        ramp: f64,
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Also publish the stream from this process to this RTMP URL (needed for latency).
+        #[arg(long)]
+        publish_to: Option<String>,
+        #[command(flatten)]
+        source: SourceArgs,
+        #[arg(long)]
+        expect_fps: Option<f64>,
+    },
+}
+
+/// Splits `http://host:port/path` into the socket address, Host header and path.
+fn parse_http_url(url: &str) -> Result<(std::net::SocketAddr, String, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: not an http:// URL"))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()));
+    let with_port = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))?;
+    Ok((addr, authority.to_string(), format!("/{path}")))
 }
 
 #[derive(Args)]
@@ -158,10 +201,13 @@ fn run(
             duration,
         } => {
             let parsed = RtmpUrl::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+            let addr = run::resolve(&parsed)?;
             let plan = Plan {
                 backend,
-                addr: run::resolve(&parsed)?,
+                addr,
                 url: parsed,
+                protocol: PlayProtocol::Rtmp,
+                play_addr: addr,
                 viewers: 0,
                 ramp_per_s: 0.0,
                 publish: Some(source.open()?),
@@ -184,10 +230,13 @@ fn run(
             complex_handshake,
         } => {
             let parsed = RtmpUrl::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+            let addr = run::resolve(&parsed)?;
             let plan = Plan {
                 backend,
-                addr: run::resolve(&parsed)?,
+                addr,
                 url: parsed,
+                protocol: PlayProtocol::Rtmp,
+                play_addr: addr,
                 viewers,
                 ramp_per_s: ramp,
                 publish: if publish { Some(source.open()?) } else { None },
@@ -198,6 +247,46 @@ fn run(
             };
             let fps = expect_fps.unwrap_or(f64::from(source.fps));
             (url, plan, fps, "rtmp-play")
+        }
+        Mode::FlvPlay {
+            url,
+            viewers,
+            ramp,
+            warmup,
+            duration,
+            publish_to,
+            source,
+            expect_fps,
+        } => {
+            let (play_addr, host, path) = parse_http_url(&url)?;
+            // Without a publisher URL the RTMP side is unused; any valid URL fills it.
+            let rtmp = publish_to
+                .clone()
+                .unwrap_or_else(|| "rtmp://127.0.0.1/live/unused".into());
+            let parsed = RtmpUrl::parse(&rtmp).map_err(|e| format!("{rtmp}: {e}"))?;
+            let plan = Plan {
+                backend,
+                addr: if publish_to.is_some() {
+                    run::resolve(&parsed)?
+                } else {
+                    play_addr
+                },
+                url: parsed,
+                protocol: PlayProtocol::Flv { host, path },
+                play_addr,
+                viewers,
+                ramp_per_s: ramp,
+                publish: match publish_to {
+                    Some(_) => Some(source.open()?),
+                    None => None,
+                },
+                warmup: Duration::from_secs_f64(warmup),
+                measure: Duration::from_secs_f64(duration),
+                complex_handshake: false,
+                server_pids: server_pids.clone(),
+            };
+            let fps = expect_fps.unwrap_or(f64::from(source.fps));
+            (url, plan, fps, "flv-play")
         }
     };
     let outcome = Runner::new(plan)?.run();

@@ -15,6 +15,7 @@ use sluice_proto::rtmp::{
 };
 use sluice_ring::{Backend, CloseReason, ConnId, Driver, DriverConfig, Event};
 
+use crate::flv::{FlvEvent, FlvReader};
 use crate::procstat;
 use crate::source::{Source, read_marker};
 use crate::stats::{Histogram, ViewerStats};
@@ -28,10 +29,25 @@ const PLAY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long send times of synthetic frames are kept for latency matching.
 const SENT_HISTORY: usize = 30 * 120;
 
+/// How players play.
+pub enum PlayProtocol {
+    Rtmp,
+    /// HTTP-FLV: GET `path` with this Host header.
+    Flv {
+        host: String,
+        path: String,
+    },
+}
+
 pub struct Plan {
     pub backend: Backend,
+    /// The RTMP URL players (RTMP) and the in-process publisher use.
     pub url: RtmpUrl,
+    /// Where the RTMP URL points.
     pub addr: SocketAddr,
+    pub protocol: PlayProtocol,
+    /// Where players connect (the RTMP address, or the HTTP server's).
+    pub play_addr: SocketAddr,
     pub viewers: usize,
     /// New players per second (0 = as fast as possible).
     pub ramp_per_s: f64,
@@ -66,8 +82,13 @@ pub fn resolve(url: &RtmpUrl) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{} has no address", url.host))
 }
 
+enum PlayerClient {
+    Rtmp(Box<ClientSession>),
+    Flv(Box<FlvReader>),
+}
+
 struct Player {
-    session: ClientSession,
+    client: PlayerClient,
     stats: usize,
 }
 
@@ -96,6 +117,8 @@ pub struct Runner {
     all_open_at: Option<Instant>,
     server: [Option<procstat::Sample>; 3],
     own: [Option<procstat::Sample>; 2],
+    /// Reused for FLV players' tags.
+    flv_events: Vec<FlvEvent>,
 }
 
 impl Runner {
@@ -126,6 +149,7 @@ impl Runner {
             all_open_at: None,
             server: [None; 3],
             own: [None; 2],
+            flv_events: Vec::new(),
             plan,
         })
     }
@@ -223,16 +247,21 @@ impl Runner {
     }
 
     fn open_players(&mut self, now: Instant) {
+        // HTTP servers answer 404 for a stream nobody publishes yet (RTMP players may wait):
+        // start HTTP players once our publisher is on.
+        let publishing = self.publisher.as_ref().map(|p| p.started);
+        if matches!(self.plan.protocol, PlayProtocol::Flv { .. }) && self.opened == 0 {
+            match publishing {
+                Some(None) => return,
+                Some(Some(started)) => self.started = self.started.max(started),
+                None => {}
+            }
+        }
         let mut opened_now = 0;
         while self.opened < self.plan.viewers
             && self.connect_due(self.opened) <= now
             && opened_now < CONNECTS_PER_TURN
         {
-            let mut config = self.client_config(sluice_proto::rtmp::ClientMode::Play);
-            config.limits = ChunkReaderConfig {
-                media_prefix: Some(MEDIA_PREFIX),
-                ..config.limits
-            };
             let stats_index = self.stats.len();
             self.stats.push(ViewerStats {
                 started: Some(now),
@@ -240,16 +269,32 @@ impl Runner {
             });
             self.opened += 1;
             opened_now += 1;
-            match self.driver.connect(self.plan.addr) {
+            match self.driver.connect(self.plan.play_addr) {
                 Ok(conn) => {
-                    let mut session = ClientSession::new(config, now);
-                    flush(&mut self.driver, conn, &mut session);
+                    let client = match &self.plan.protocol {
+                        PlayProtocol::Rtmp => {
+                            let mut config =
+                                self.client_config(sluice_proto::rtmp::ClientMode::Play);
+                            config.limits = ChunkReaderConfig {
+                                media_prefix: Some(MEDIA_PREFIX),
+                                ..config.limits
+                            };
+                            let mut session = ClientSession::new(config, now);
+                            flush(&mut self.driver, conn, &mut session);
+                            PlayerClient::Rtmp(Box::new(session))
+                        }
+                        PlayProtocol::Flv { host, path } => {
+                            let request = FlvReader::request(host, path);
+                            self.driver.send(conn, request.into());
+                            PlayerClient::Flv(Box::default())
+                        }
+                    };
                     let index = conn.index();
                     if self.players.len() <= index {
                         self.players.resize_with(index + 1, || None);
                     }
                     self.players[index] = Some(Player {
-                        session,
+                        client,
                         stats: stats_index,
                     });
                 }
@@ -337,7 +382,19 @@ impl Runner {
                 if now >= self.window.0 && now <= self.window.1 {
                     stats.window_bytes += data.len() as u64;
                 }
-                let result = player.session.handle_input(now, data);
+                let result = match &mut player.client {
+                    PlayerClient::Rtmp(session) => {
+                        session.handle_input(now, data).map_err(|e| e.to_string())
+                    }
+                    PlayerClient::Flv(reader) => {
+                        if stats.playing.is_none() {
+                            stats.playing = Some(now);
+                        }
+                        reader
+                            .feed(data, &mut self.flv_events)
+                            .map_err(|e| e.to_string())
+                    }
+                };
                 self.driver.release(buf);
                 if let Err(e) = result {
                     stats
@@ -346,7 +403,10 @@ impl Runner {
                     self.driver.close(conn);
                     return;
                 }
-                self.player_events(conn, now);
+                match player.client {
+                    PlayerClient::Rtmp(_) => self.player_events(conn, now),
+                    PlayerClient::Flv(_) => self.flv_events(conn, now),
+                }
             }
             Event::Closed { conn, reason } => {
                 if let Some(p) = &mut self.publisher
@@ -395,29 +455,25 @@ impl Runner {
         let Some(Some(player)) = self.players.get_mut(conn.index()) else {
             return;
         };
+        let PlayerClient::Rtmp(session) = &mut player.client else {
+            return;
+        };
         let stats = &mut self.stats[player.stats];
-        while let Some(output) = player.session.poll_output() {
+        while let Some(output) = session.poll_output() {
             match output {
                 ClientOutput::Transmit(bytes) => self.driver.send(conn, bytes),
                 ClientOutput::Event(ClientEvent::Playing { .. }) => stats.playing = Some(now),
                 ClientOutput::Event(ClientEvent::Media(media))
                     if media.kind == MediaKind::Video =>
                 {
-                    let body = &media.payload;
-                    let keyframe = body.first().is_some_and(|b| b >> 4 == 1);
-                    let sequence_header = body.get(1) == Some(&0);
-                    if sequence_header {
-                        continue;
-                    }
-                    stats.video(now, keyframe, self.window);
-                    if let (Some(frame), Some(p)) = (read_marker(body), &self.publisher)
-                        && frame >= p.sent_base
-                        && let Some(sent) = p.sent.get((frame - p.sent_base) as usize)
-                        && now >= self.window.0
-                        && now <= self.window.1
-                    {
-                        self.latency.record((now - *sent).as_micros() as u64);
-                    }
+                    video_arrived(
+                        &media.payload,
+                        now,
+                        stats,
+                        self.window,
+                        self.publisher.as_ref(),
+                        &mut self.latency,
+                    );
                 }
                 ClientOutput::Event(ClientEvent::Rejected { code, description }) => {
                     stats.failure = Some(format!("rejected: {code} {description}"));
@@ -428,6 +484,31 @@ impl Runner {
                         .get_or_insert_with(|| format!("stopped: {code}"));
                 }
                 ClientOutput::Event(_) => {}
+            }
+        }
+    }
+
+    fn flv_events(&mut self, conn: ConnId, now: Instant) {
+        let Some(Some(player)) = self.players.get(conn.index()) else {
+            return;
+        };
+        let stats = &mut self.stats[player.stats];
+        for event in self.flv_events.drain(..) {
+            let FlvEvent::Tag {
+                tag_type,
+                prefix,
+                prefix_len,
+                ..
+            } = event;
+            if tag_type == 9 {
+                video_arrived(
+                    &prefix[..prefix_len as usize],
+                    now,
+                    stats,
+                    self.window,
+                    self.publisher.as_ref(),
+                    &mut self.latency,
+                );
             }
         }
     }
@@ -452,6 +533,31 @@ impl Runner {
                 stats.failure = Some("timeout: not playing after 15 s".into());
             }
         }
+    }
+}
+
+/// A video message reached a player: count it, and match its synthetic frame number against
+/// the publisher's send time.
+fn video_arrived(
+    body: &[u8],
+    now: Instant,
+    stats: &mut ViewerStats,
+    window: (Instant, Instant),
+    publisher: Option<&Publisher>,
+    latency: &mut Histogram,
+) {
+    let keyframe = body.first().is_some_and(|b| b >> 4 == 1);
+    if body.get(1) == Some(&0) {
+        return; // sequence header
+    }
+    stats.video(now, keyframe, window);
+    if let (Some(frame), Some(p)) = (read_marker(body), publisher)
+        && frame >= p.sent_base
+        && let Some(sent) = p.sent.get((frame - p.sent_base) as usize)
+        && now >= window.0
+        && now <= window.1
+    {
+        latency.record((now - *sent).as_micros() as u64);
     }
 }
 

@@ -9,7 +9,33 @@ use sluice_proto::rtmp::{
     write_fmt0_header,
 };
 
+use sluice_ring::{ConnId, Driver};
+
 use crate::hub::{Frame, FrameKind};
+
+/// An RTMP player: the message stream id its `play` used and the chunk size announced to it.
+pub struct RtmpFraming {
+    pub message_stream_id: u32,
+    pub chunk_size: u32,
+}
+
+impl RtmpFraming {
+    /// Queues the frame as one RTMP message: this player's type-0 chunk header, then the
+    /// frame's shared chunked body.
+    pub fn write(
+        &mut self,
+        driver: &mut Driver,
+        conn: ConnId,
+        frame: &Frame,
+        timestamp: u32,
+    ) -> usize {
+        let header = ViewerHeader::new(frame, timestamp, self.message_stream_id);
+        let body = viewer_body(frame, timestamp, self.chunk_size);
+        let len = header.as_bytes().len() + body.len();
+        driver.send_with_header(conn, header.as_bytes(), body);
+        len
+    }
+}
 
 const TYPE_AUDIO: u8 = 8;
 const TYPE_VIDEO: u8 = 9;
