@@ -53,6 +53,8 @@ struct Conn {
     writable: bool,
     queued_for_flush: bool,
     queued_for_read: bool,
+    /// `TCP_CORK` is on while file regions go out (see `socket::set_cork`).
+    corked: bool,
     /// The peer's FIN (or an error) was reported: read until EOF, even after a short read,
     /// since no further edge will come for it.
     read_closed: bool,
@@ -144,6 +146,7 @@ impl EpollDriver {
             writable: false,
             queued_for_flush: false,
             queued_for_read: false,
+            corked: false,
             read_closed: false,
         });
         let c = self.conns.get_mut(conn).expect("just inserted");
@@ -330,6 +333,7 @@ impl EpollDriver {
                         queued_for_flush: false,
                         queued_for_read: false,
                         read_closed: false,
+                        corked: false,
                     });
                     let c = self.conns.get_mut(conn).expect("just inserted");
                     let interest = Interest::READABLE | Interest::WRITABLE;
@@ -387,6 +391,12 @@ impl EpollDriver {
             let (result, from_file) = if let Some(region) = c.sendq.front_file() {
                 self.counters.write_syscalls += FILE_WRITE_SYSCALLS;
                 #[cfg(target_os = "linux")]
+                if !c.corked {
+                    use std::os::fd::AsRawFd;
+                    crate::socket::set_cork(c.stream.as_raw_fd(), true);
+                    c.corked = true;
+                }
+                #[cfg(target_os = "linux")]
                 let result = send_file(&c.stream, region);
                 #[cfg(not(target_os = "linux"))]
                 let result = send_file(&mut c.stream, region, &mut self.file_buffer);
@@ -418,6 +428,12 @@ impl EpollDriver {
             }
         }
         let drained = c.sendq.is_empty();
+        #[cfg(target_os = "linux")]
+        if drained && c.corked {
+            use std::os::fd::AsRawFd;
+            crate::socket::set_cork(c.stream.as_raw_fd(), false);
+            c.corked = false;
+        }
         let draining = c.state == State::Draining;
         match outcome {
             Err(kind) => self.finish(conn, CloseReason::Error(kind)),

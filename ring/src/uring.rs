@@ -314,6 +314,8 @@ struct Conn {
     pipe: Option<Pipe>,
     /// The last splice to the socket came back short: wait for room before the next.
     file_needs_poll: bool,
+    /// `TCP_CORK` is on while file regions go out (see `socket::set_cork`).
+    corked: bool,
     recv_armed: bool,
     state: State,
     queued_for_flush: bool,
@@ -493,6 +495,7 @@ impl UringDriver {
             file_send: None,
             pipe: None,
             file_needs_poll: false,
+            corked: false,
             recv_armed: false,
             state,
             queued_for_flush: false,
@@ -750,6 +753,10 @@ impl UringDriver {
         {
             // splice takes a signed offset (-1 means "the file position").
             return self.begin_close(conn, CloseReason::Error(io::ErrorKind::InvalidInput));
+        }
+        if !c.corked {
+            crate::socket::set_cork(c.fd.as_raw_fd(), true);
+            c.corked = true;
         }
         if c.pipe.is_none() {
             let made = Pipe::new().and_then(|(pipe, refused)| {
@@ -1103,7 +1110,13 @@ impl UringDriver {
             State::Open | State::Draining | State::Connecting => {
                 if !c.sendq.is_empty() {
                     self.queue_flush(conn);
-                } else if c.state == State::Draining {
+                    return;
+                }
+                if c.corked {
+                    crate::socket::set_cork(c.fd.as_raw_fd(), false);
+                    c.corked = false;
+                }
+                if c.state == State::Draining {
                     self.begin_close(conn, CloseReason::Local);
                 } else {
                     self.ready.push_back(Event::Drained { conn });

@@ -664,6 +664,11 @@ impl HttpSession {
         if self.player_mut().is_some_and(|p| p.throttled()) {
             self.write_pending(ctx);
         }
+        if matches!(self.state, State::Requests) && self.input.is_empty() {
+            // The last response is out: the connection is idle from now.
+            self.idle_deadline =
+                ctx.now + Duration::from_millis(ctx.shared.config.http_server.keepalive_timeout_ms);
+        }
     }
 
     /// Whether a response (not a live stream) has sat unread for `send_timeout_ms`.
@@ -696,7 +701,10 @@ impl HttpSession {
                 Some("no request in time (header_timeout)".to_string())
             }
             State::Requests
-                if self.input.is_empty() && self.requests > 0 && now >= self.idle_deadline =>
+                if self.input.is_empty()
+                    && self.requests > 0
+                    && now >= self.idle_deadline
+                    && ctx.driver.pending_bytes(ctx.conn) == 0 =>
             {
                 // Quietly: an idle keep-alive connection ending is normal.
                 self.close_reason = Some("idle keep-alive (keepalive_timeout)".into());

@@ -445,8 +445,22 @@ pub struct Received {
 
 impl Received {
     fn new(at: Instant, message: &RtmpMessage) -> Received {
-        let payload = &message.payload;
-        let type_id = message.header.type_id;
+        let mut received = Received::media(
+            at,
+            message.header.type_id,
+            message.header.timestamp,
+            &message.payload,
+        );
+        received.command = decode_command(message).map(|c| match status_code(&c) {
+            Some(code) if c.name == "onStatus" => format!("onStatus:{code}"),
+            _ => c.name,
+        });
+        received
+    }
+
+    /// A message with this type (8 audio, 9 video, 18 data), timestamp and payload — what an
+    /// RTMP message or an FLV tag carries.
+    pub fn media(at: Instant, type_id: u8, timestamp: u32, payload: &[u8]) -> Received {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         payload.hash(&mut hasher);
         let first = payload.first().copied().unwrap_or(0);
@@ -459,20 +473,16 @@ impl Received {
         let metadata_width = (type_id == TYPE_DATA)
             .then(|| metadata_width(payload))
             .flatten();
-        let command = decode_command(message).map(|c| match status_code(&c) {
-            Some(code) if c.name == "onStatus" => format!("onStatus:{code}"),
-            _ => c.name,
-        });
         Received {
             at,
             type_id,
-            timestamp: message.header.timestamp,
+            timestamp,
             len: payload.len(),
             keyframe,
             seq_header,
             hash: hasher.finish(),
             metadata_width,
-            command,
+            command: None,
         }
     }
 
