@@ -70,9 +70,12 @@ pub struct Config {
     pub io: IoChoice,
     /// Most client connections at once, across all workers (SRS: `max_connections`).
     pub max_connections: usize,
+    /// Most connections at once from one IP address; 0 means no limit.
+    pub max_connections_per_ip: usize,
     pub log: LogConfig,
     pub rtmp: RtmpConfig,
     pub http_server: HttpServerConfig,
+    pub http_api: HttpApiConfig,
     /// Virtual hosts by name; `__defaultVhost__` always exists.
     pub vhost: BTreeMap<String, VhostConfig>,
 }
@@ -83,9 +86,11 @@ impl Default for Config {
             workers: 0,
             io: IoChoice::Auto,
             max_connections: 1000,
+            max_connections_per_ip: 0,
             log: LogConfig::default(),
             rtmp: RtmpConfig::default(),
             http_server: HttpServerConfig::default(),
+            http_api: HttpApiConfig::default(),
             vhost: BTreeMap::new(),
         }
     }
@@ -167,6 +172,112 @@ impl Default for HttpServerConfig {
     }
 }
 
+/// The control plane's HTTP API and `/metrics` (SRS `http_api`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpApiConfig {
+    pub enabled: bool,
+    pub listen: String,
+    /// `Access-Control-Allow-Origin` on every response; empty sends no CORS headers.
+    pub cors_origin: String,
+    pub auth: ApiAuthConfig,
+}
+
+impl Default for HttpApiConfig {
+    fn default() -> Self {
+        HttpApiConfig {
+            enabled: true,
+            listen: "0.0.0.0:1985".into(),
+            cors_origin: "*".into(),
+            auth: ApiAuthConfig::default(),
+        }
+    }
+}
+
+/// HTTP basic authentication for the API (SRS `http_api.auth`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiAuthConfig {
+    pub enabled: bool,
+    pub username: String,
+    pub password: String,
+}
+
+/// HTTP callbacks (SRS `http_hooks`): each hook is a list of URLs, all of which must allow a
+/// connect, publish or play.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpHooksConfig {
+    pub enabled: bool,
+    pub on_connect: Vec<String>,
+    pub on_close: Vec<String>,
+    pub on_publish: Vec<String>,
+    pub on_unpublish: Vec<String>,
+    pub on_play: Vec<String>,
+    pub on_stop: Vec<String>,
+    /// A URL that has not answered in this long refuses (ms).
+    pub timeout_ms: u64,
+}
+
+impl Default for HttpHooksConfig {
+    fn default() -> Self {
+        HttpHooksConfig {
+            enabled: false,
+            on_connect: Vec::new(),
+            on_close: Vec::new(),
+            on_publish: Vec::new(),
+            on_unpublish: Vec::new(),
+            on_play: Vec::new(),
+            on_stop: Vec::new(),
+            timeout_ms: 3000,
+        }
+    }
+}
+
+impl HttpHooksConfig {
+    /// The URLs of a hook, if hooks are enabled and it has any.
+    pub fn urls(&self, hook: crate::control::Hook) -> &[String] {
+        use crate::control::Hook;
+        if !self.enabled {
+            return &[];
+        }
+        match hook {
+            Hook::OnConnect => &self.on_connect,
+            Hook::OnClose => &self.on_close,
+            Hook::OnPublish => &self.on_publish,
+            Hook::OnUnpublish => &self.on_unpublish,
+            Hook::OnPlay => &self.on_play,
+            Hook::OnStop => &self.on_stop,
+        }
+    }
+}
+
+/// Publish/play access by client address (SRS `security`), see `crate::security`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    pub enabled: bool,
+    /// `"allow publish 127.0.0.1"`, `"deny play 10.0.0.0/8"`, `"allow play all"`...
+    pub rules: Vec<String>,
+    /// The parsed `rules` (filled at load).
+    #[serde(skip)]
+    pub parsed: Vec<crate::security::Rule>,
+}
+
+impl SecurityConfig {
+    /// Whether `ip` may `method` on this vhost.
+    pub fn check(
+        &self,
+        method: crate::security::Method,
+        ip: std::net::IpAddr,
+    ) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        crate::security::allows(&self.parsed, method, ip)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VhostConfig {
@@ -176,6 +287,8 @@ pub struct VhostConfig {
     pub play: PlayConfig,
     pub publish: PublishConfig,
     pub http_remux: HttpRemuxConfig,
+    pub http_hooks: HttpHooksConfig,
+    pub security: SecurityConfig,
 }
 
 impl Default for VhostConfig {
@@ -186,6 +299,8 @@ impl Default for VhostConfig {
             play: PlayConfig::default(),
             publish: PublishConfig::default(),
             http_remux: HttpRemuxConfig::default(),
+            http_hooks: HttpHooksConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -291,6 +406,10 @@ impl Config {
                 key,
                 message,
             })?;
+        for vhost in config.vhost.values_mut() {
+            let rules = vhost.security.rules.iter();
+            vhost.security.parsed = rules.filter_map(|r| r.parse().ok()).collect();
+        }
         Ok(config)
     }
 
@@ -303,6 +422,18 @@ impl Config {
             return Err((
                 "http_server.listen".into(),
                 format!("not an address:port: {e}"),
+            ));
+        }
+        if let Err(e) = self.http_api.listen.parse::<SocketAddr>() {
+            return Err((
+                "http_api.listen".into(),
+                format!("not an address:port: {e}"),
+            ));
+        }
+        if self.http_api.auth.enabled && self.http_api.auth.username.is_empty() {
+            return Err((
+                "http_api.auth.username".into(),
+                "must be set when auth is enabled".into(),
             ));
         }
         if self.max_connections == 0 {
@@ -337,6 +468,29 @@ impl Config {
                     "must be at least 1000 (one second of media)".into(),
                 ));
             }
+            for url in [
+                &vhost.http_hooks.on_connect,
+                &vhost.http_hooks.on_close,
+                &vhost.http_hooks.on_publish,
+                &vhost.http_hooks.on_unpublish,
+                &vhost.http_hooks.on_play,
+                &vhost.http_hooks.on_stop,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if !url.starts_with("http://") {
+                    return Err((
+                        key("http_hooks"),
+                        format!("{url:?}: hook URLs must be http://"),
+                    ));
+                }
+            }
+            for rule in &vhost.security.rules {
+                if let Err(e) = rule.parse::<crate::security::Rule>() {
+                    return Err((key("security.rules"), format!("{rule:?}: {e}")));
+                }
+            }
             let mount = &vhost.http_remux.mount;
             if !(mount.contains("[app]") && mount.contains("[stream]")) {
                 return Err((
@@ -357,6 +511,13 @@ impl Config {
     /// The listen address (validated at load).
     pub fn rtmp_listen(&self) -> SocketAddr {
         self.rtmp.listen.parse().expect("validated at load")
+    }
+
+    /// The API listen address, if the HTTP API is enabled (validated at load).
+    pub fn api_listen(&self) -> Option<SocketAddr> {
+        self.http_api
+            .enabled
+            .then(|| self.http_api.listen.parse().expect("validated at load"))
     }
 
     /// The HTTP listen address, if the HTTP server is enabled (validated at load).

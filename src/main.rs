@@ -2,10 +2,12 @@
 //! the worker threads, signals and shutdown.
 
 mod config;
+mod control;
 mod framing;
 mod hub;
 mod remux;
 mod request;
+mod security;
 mod session;
 mod static_files;
 mod worker;
@@ -159,7 +161,11 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
         .into_iter()
         .map(|w| WorkerLink::new(w.expect("every worker reported")))
         .collect();
-    let shared = Arc::new(Shared::new(config, links));
+    let (hooks_tx, hooks_rx) = tokio::sync::mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::new(config, backend, links, hooks_tx));
+    // The control plane binds its port before the workers start serving, so a bad
+    // http_api.listen stops the start-up.
+    let _control = control::start(shared.clone(), hooks_rx)?;
     for tx in shared_txs {
         let _ = tx.send(shared.clone());
     }
@@ -168,6 +174,7 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
         config = %path.display(),
         rtmp = %listen,
         http = %http_listen.map_or("off".to_string(), |a| a.to_string()),
+        api = %shared.config.api_listen().map_or("off".to_string(), |a| a.to_string()),
         workers,
         io = %backend,
         "sluice started"

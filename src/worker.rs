@@ -3,7 +3,7 @@
 //! the hub (shared stream logs) and each other's inbox + waker.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use sluice_ring::{CloseReason, ConnId, Driver, Event, ListenerId, Waker};
 
 use crate::config::Config;
+use crate::control::views::{ClientView, WorkerCounters};
+use crate::control::{CounterCells, HookJob, Identity, Verdict};
 use crate::hub::local::LocalStream;
 use crate::hub::{Hub, Stream};
 use crate::session::http::HttpSession;
 use crate::session::rtmp::RtmpSession;
-use crate::session::{ClientInfo, Ctx, Session};
+use crate::session::{ClientInfo, Ctx, RATE_SAMPLE_EVERY, Session};
 
 /// How often idle timeouts are checked.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
@@ -26,6 +28,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 pub enum WorkerMsg {
     /// A stream this worker has viewers of got new frames.
     StreamUpdated(Arc<Stream>),
+    /// The control plane wants this worker's clients.
+    Snapshot(tokio::sync::oneshot::Sender<Vec<ClientView>>),
+    /// Close this client (by id): the API's kick.
+    Kick(String),
+    /// A hook's verdict for a session waiting on this worker.
+    HookVerdict(Verdict),
     /// Stop accepting, close every connection, exit.
     Shutdown,
 }
@@ -60,8 +68,18 @@ impl WorkerLink {
 /// State every worker shares.
 pub struct Shared {
     pub config: Config,
+    /// The I/O backend every worker runs on.
+    pub backend: sluice_ring::Backend,
     pub hub: Hub,
     pub links: Vec<WorkerLink>,
+    /// This server's identity in API replies and hook bodies.
+    pub identity: Identity,
+    /// Callbacks for the control plane to make.
+    pub hooks: tokio::sync::mpsc::UnboundedSender<HookJob>,
+    /// Each worker's counters, published every housekeeping tick, summed by `/metrics`.
+    pub counters: CounterCells,
+    /// Open connections per client address (kept only with `max_connections_per_ip`).
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// The canonical root of static files, if it exists.
     pub static_root: Option<std::path::PathBuf>,
     /// Open client connections across all workers (for `max_connections`).
@@ -71,15 +89,53 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, links: Vec<WorkerLink>) -> Shared {
+    pub fn new(
+        config: Config,
+        backend: sluice_ring::Backend,
+        links: Vec<WorkerLink>,
+        hooks: tokio::sync::mpsc::UnboundedSender<HookJob>,
+    ) -> Shared {
         Shared {
+            backend,
             hub: Hub::new(links.len()),
+            identity: Identity::new(),
+            hooks,
+            counters: (0..links.len()).map(|_| Mutex::default()).collect(),
+            per_ip: Mutex::new(HashMap::new()),
             static_root: crate::static_files::canonical_root(&config.http_server.dir),
             config,
             links,
             connections: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a new connection from `ip` against `max_connections_per_ip`; `false` when over.
+    fn admit_ip(&self, ip: IpAddr) -> bool {
+        let limit = self.config.max_connections_per_ip;
+        if limit == 0 {
+            return true;
+        }
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn release_ip(&self, ip: IpAddr) {
+        if self.config.max_connections_per_ip == 0 {
+            return;
+        }
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
         }
     }
 
@@ -106,6 +162,9 @@ pub struct Worker {
     dirty: Vec<u64>,
     inbox: Vec<WorkerMsg>,
     next_housekeeping: Instant,
+    next_rate_sample: Instant,
+    /// What this worker publishes for `/metrics`.
+    counters: WorkerCounters,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -132,6 +191,8 @@ impl Worker {
             inbox: Vec::new(),
             next_housekeeping: Instant::now() + HOUSEKEEPING_INTERVAL,
             shutdown_deadline: None,
+            next_rate_sample: Instant::now() + RATE_SAMPLE_EVERY,
+            counters: WorkerCounters::default(),
         }
     }
 
@@ -226,6 +287,11 @@ impl Worker {
                     match msg {
                         WorkerMsg::StreamUpdated(stream) => self.mark_dirty(stream.id),
                         WorkerMsg::Shutdown => self.begin_shutdown(now),
+                        WorkerMsg::Snapshot(reply) => {
+                            let _ = reply.send(self.client_views(now));
+                        }
+                        WorkerMsg::Kick(id) => self.kick(&id, now),
+                        WorkerMsg::HookVerdict(verdict) => self.verdict(verdict, now),
                     }
                 }
                 self.inbox = inbox;
@@ -246,9 +312,26 @@ impl Worker {
                 max_connections = self.shared.config.max_connections,
                 "refusing connection: too many connections"
             );
+            self.counters.refused += 1;
             self.driver.close(conn);
             // Counted until its Closed event, like every connection.
             return;
+        }
+        if !self.shared.admit_ip(peer.ip()) {
+            tracing::warn!(
+                client = %client.id,
+                %peer,
+                max_connections_per_ip = self.shared.config.max_connections_per_ip,
+                "refusing connection: too many connections from this address"
+            );
+            self.counters.refused += 1;
+            self.driver.close(conn);
+            return;
+        }
+        if http {
+            self.counters.http_connections += 1;
+        } else {
+            self.counters.rtmp_connections += 1;
         }
         let proto = if http { "http" } else { "rtmp" };
         tracing::info!(client = %client.id, %peer, proto, worker = self.id, "client connected");
@@ -263,6 +346,12 @@ impl Worker {
     fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
         self.shared.connections.fetch_sub(1, Ordering::SeqCst);
         if let Some(mut session) = self.take_session(conn) {
+            // Only connections that got a session were counted per address and protocol.
+            self.shared.release_ip(session.client().peer.ip());
+            match session {
+                Session::Rtmp(_) => self.counters.rtmp_connections -= 1,
+                Session::Http(_) => self.counters.http_connections -= 1,
+            }
             session.closed(reason, &mut self.ctx(conn, now));
         }
     }
@@ -278,6 +367,7 @@ impl Worker {
             wake: &mut self.wake,
             pending_wakes: &mut self.pending_wakes,
             dirty: &mut self.dirty,
+            counters: &mut self.counters,
         }
     }
 
@@ -395,16 +485,68 @@ impl Worker {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        let sample_rates = now >= self.next_rate_sample;
+        if sample_rates {
+            self.next_rate_sample = now + RATE_SAMPLE_EVERY;
+        }
         for index in 0..self.sessions.len() {
             let Some(conn) = self.sessions[index].as_ref().map(Session::conn) else {
                 continue;
             };
             let mut session = self.take_session(conn);
             if let Some(session) = &mut session {
+                if sample_rates {
+                    let client = session.client_mut();
+                    let (bytes_in, bytes_out) = (client.bytes_in, client.bytes_out);
+                    client.rate.sample(now, bytes_in, bytes_out);
+                }
                 session.check_timeouts(&mut self.ctx(conn, now));
             }
             self.put_session(conn, session);
         }
+        self.counters.io = self.driver.counters();
+        *self.shared.counters[self.id]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.counters;
+    }
+
+    /// Every client of this worker, for the API (static-file HTTP connections are not
+    /// clients).
+    fn client_views(&self, now: Instant) -> Vec<ClientView> {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter_map(|session| session.view(now, self.id))
+            .collect()
+    }
+
+    fn kick(&mut self, id: &str, now: Instant) {
+        let Some(conn) = self
+            .sessions
+            .iter()
+            .flatten()
+            .find(|s| s.client().id == id)
+            .map(Session::conn)
+        else {
+            return;
+        };
+        let mut session = self.take_session(conn);
+        if let Some(session) = &mut session {
+            tracing::info!(client = %id, "kicked by the API");
+            session.kick(&mut self.ctx(conn, now));
+        }
+        self.put_session(conn, session);
+    }
+
+    fn verdict(&mut self, verdict: Verdict, now: Instant) {
+        let conn = verdict.target.conn;
+        let mut session = self.take_session(conn);
+        if let Some(session) = &mut session
+            && session.client().serial == verdict.target.serial
+        {
+            session.verdict(verdict, &mut self.ctx(conn, now));
+        }
+        self.put_session(conn, session);
     }
 
     fn begin_shutdown(&mut self, now: Instant) {

@@ -32,19 +32,6 @@ fn ws_viewer(server: &Server, target: &str) -> LiveViewer {
     .unwrap_or_else(|e| panic!("[{}] WebSocket {target}: {e}", server.io))
 }
 
-/// The server's id for the connection from `viewer`.
-fn client_id(server: &Server, viewer: &LiveViewer) -> String {
-    let addr = viewer.local_addr;
-    server
-        .expect_log(
-            &format!("client connected from {addr}"),
-            |l| l.is("client connected") && l.peer() == Some(addr),
-            Duration::from_secs(3),
-        )
-        .client()
-        .expect("client id")
-}
-
 fn websocket(io: Io) {
     let server = Server::start(io, &ServerConfig::new().workers(2));
     let _publisher = FfmpegPublisher::start(&server, "ws", PublishOpts::default().seconds(60.0));
@@ -75,7 +62,7 @@ fn websocket(io: Io) {
         "[{io}] wrong accept key: {}",
         head.head_text()
     );
-    let viewer_id = client_id(&server, &viewer);
+    let viewer_id = server.wait_client_id(viewer.local_addr);
     let started = server.expect_log(
         "play started for the WebSocket viewer",
         |l| l.is("play started") && l.client().as_deref() == Some(viewer_id.as_str()),
@@ -137,7 +124,7 @@ fn websocket(io: Io) {
             "[{io}] {what}: {}",
             bad.response.head_text()
         );
-        let id = client_id(&server, &bad);
+        let id = server.wait_client_id(bad.local_addr);
         assert!(
             bad.wait_for(Duration::from_secs(3), |r| r
                 .media
@@ -180,7 +167,7 @@ fn websocket(io: Io) {
     // connection ends (RFC 6455 §5.5.1).
     {
         let leaving = ws_viewer(&server, "/live/ws.flv");
-        let id = client_id(&server, &leaving);
+        let id = server.wait_client_id(leaving.local_addr);
         assert!(
             leaving.wait_for(Duration::from_secs(3), |r| r
                 .media

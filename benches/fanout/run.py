@@ -20,12 +20,14 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import apt_install, free_port, log, process_tree, wait_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_CORE = "0"
@@ -38,41 +40,11 @@ UNSATURATED = 0.80
 FD_HEADROOM = 200
 
 
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def as_root(cmd):
-    if os.geteuid() != 0:
-        cmd = ["sudo"] + cmd
-    subprocess.run(cmd, check=True)
-
-
 def ensure_nginx_rtmp():
     module = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
     if shutil.which("nginx") and module.exists():
         return module
-    log("installing nginx and libnginx-mod-rtmp (Debian packages)")
-    env = ["env", "DEBIAN_FRONTEND=noninteractive"]
-    as_root(env + ["apt-get", "update", "-q"])
-    as_root(env + ["apt-get", "install", "-y", "-q", "nginx-light", "libnginx-mod-rtmp"])
+    apt_install("nginx-light", "libnginx-mod-rtmp")
     return module
 
 
@@ -133,7 +105,8 @@ def sluice_server(name, io, mw_latency_ms=None, play="rtmp"):
         conf.write_text(
             "workers = 1\nmax_connections = 100000\n"
             f'[rtmp]\nlisten = "127.0.0.1:{port}"\n[log]\nlevel = "warn"\n'
-            f'[http_server]\nlisten = "127.0.0.1:{http_port}"\n' + play_conf
+            f'[http_server]\nlisten = "127.0.0.1:{http_port}"\n'
+            '[http_api]\nenabled = false\n' + play_conf
         )
         return [str(binary), "-c", str(conf), "--io", io]
 
@@ -170,17 +143,7 @@ def custom_server(name, template):
     def start(port, workdir, _http_port):
         return ["sh", "-c", template.format(port=port, workdir=workdir)]
 
-    return Server(name, start, lambda pid: all_descendants(pid))
-
-
-def all_descendants(pid):
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        out = subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True)
-        todo.extend(int(c) for c in out.stdout.split())
-    return pids
+    return Server(name, start, process_tree)
 
 
 def run_step(server, viewers, args):

@@ -14,38 +14,19 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import apt_install, free_port, log, process_tree, wait_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_CORE, LOAD_CORE = "0", "1"
 FILES = {"500k.bin": 500 * 1000, "4m.bin": 4 * 1000 * 1000}
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def cpu_seconds(pids):
@@ -56,26 +37,6 @@ def cpu_seconds(pids):
     return total / TICKS
 
 
-def all_pids(pid):
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        out = subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout
-        todo.extend(int(c) for c in out.split())
-    return pids
-
-
-def ensure(binary, package):
-    if shutil.which(binary):
-        return
-    log(f"installing {package}")
-    prefix = [] if os.geteuid() == 0 else ["sudo"]
-    env = ["env", "DEBIAN_FRONTEND=noninteractive"]
-    subprocess.run(prefix + env + ["apt-get", "update", "-q"], check=True)
-    subprocess.run(prefix + env + ["apt-get", "install", "-y", "-q", package], check=True)
-
-
 def sluice_cmd(io):
     def start(port, root, workdir):
         conf = Path(workdir) / "sluice.toml"
@@ -84,6 +45,7 @@ def sluice_cmd(io):
             "workers = 1\nmax_connections = 100000\n"
             f'[rtmp]\nlisten = "127.0.0.1:{rtmp}"\n'
             f'[http_server]\nlisten = "127.0.0.1:{port}"\ndir = "{root}"\n'
+            '[http_api]\nenabled = false\n'
             '[log]\nlevel = "warn"\n')
         return [str(ROOT / "target/release/sluice"), "-c", str(conf), "--io", io]
     return start
@@ -112,7 +74,7 @@ def run_server(name, start, root, args):
         if not wait_port(port):
             raise RuntimeError(f"{name} did not listen")
         time.sleep(0.3)
-        pids = all_pids(proc.pid)
+        pids = process_tree(proc.pid)
         for file in FILES:
             url = f"http://127.0.0.1:{port}/{file}"
             before = cpu_seconds(pids)
@@ -122,7 +84,7 @@ def run_server(name, start, root, args):
                  f"-d{args.duration}s", url],
                 capture_output=True, text=True, timeout=args.duration + 30).stdout
             elapsed = time.time() - started
-            cpu = cpu_seconds(all_pids(proc.pid)) - before
+            cpu = cpu_seconds(process_tree(proc.pid)) - before
             rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
             errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
             if errors:
@@ -153,8 +115,9 @@ def main():
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benches/static_files/results"))
     args = parser.parse_args()
-    ensure("wrk", "wrk")
-    ensure("nginx", "nginx-light")
+    missing = [pkg for binary, pkg in (("wrk", "wrk"), ("nginx", "nginx-light")) if not shutil.which(binary)]
+    if missing:
+        apt_install(*missing)
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "sluice"], cwd=ROOT, check=True)
     root = tempfile.mkdtemp(prefix="static-root-")

@@ -284,7 +284,12 @@ mod tests {
             stream: "s".into(),
         };
         let stream = hub.join(key.clone(), &settings, 0);
-        let publisher = hub.publish(key, &settings, 1).unwrap();
+        let who = crate::hub::Publisher {
+            serial: 1,
+            id: "p".into(),
+            tc_url: String::new(),
+        };
+        let publisher = hub.publish(key, &settings, who).unwrap();
         let mut local = LocalStream::new(stream, 0, Instant::now());
         let mut wake = Vec::new();
         for (body, ts) in frames {

@@ -11,13 +11,23 @@
 
 pub mod frame;
 pub mod gop;
+pub mod info;
 pub mod local;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use frame::{Frame, FrameKind};
+
+use crate::control::views::{AudioView, StreamView, VideoView};
+
+/// Now, in Unix milliseconds (for the API's `live_ms`).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 use gop::GopCache;
 
 /// Frames kept in a stream's shared log for workers to copy. Workers copy within a wake-up
@@ -60,6 +70,15 @@ impl StreamSettings {
 /// Who publishes a stream: a client serial number unique in the process.
 pub type ClientSerial = u64;
 
+/// The publisher of a stream, as the API reports it.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pub serial: ClientSerial,
+    /// The client's id (logs, API).
+    pub id: String,
+    pub tc_url: String,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PublishError {
     #[error("stream {0} is busy: another client is publishing it")]
@@ -68,7 +87,10 @@ pub enum PublishError {
 
 pub struct Hub {
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
-    next_stream_id: AtomicU64,
+    /// Salt for stream ids: an id is a hash of the stream's key, so it is known before the
+    /// stream exists (a hook's `stream_id` for a publish not yet allowed) and stays the same
+    /// while the process runs, across republishes.
+    ids: std::hash::RandomState,
     workers: usize,
 }
 
@@ -76,7 +98,7 @@ impl Hub {
     pub fn new(workers: usize) -> Hub {
         Hub {
             streams: Mutex::new(HashMap::new()),
-            next_stream_id: AtomicU64::new(1),
+            ids: std::hash::RandomState::new(),
             workers,
         }
     }
@@ -94,7 +116,7 @@ impl Hub {
         map.entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Stream::new(
-                    self.next_stream_id.fetch_add(1, Ordering::Relaxed),
+                    self.stream_id(&key),
                     key,
                     settings.clone(),
                     self.workers,
@@ -109,7 +131,7 @@ impl Hub {
         &self,
         key: StreamKey,
         settings: &StreamSettings,
-        who: ClientSerial,
+        who: Publisher,
     ) -> Result<Arc<Stream>, PublishError> {
         let mut map = self.map();
         let stream = self.get_or_create(&mut map, key, settings);
@@ -118,6 +140,8 @@ impl Hub {
             return Err(PublishError::Busy(stream.key.to_string()));
         }
         state.publisher = Some(who);
+        state.live_ms = unix_ms();
+        state.frames = 0;
         drop(state);
         Ok(stream)
     }
@@ -126,8 +150,10 @@ impl Hub {
     pub fn unpublish(&self, stream: &Arc<Stream>, who: ClientSerial) {
         let map = self.map();
         let mut state = stream.state();
-        if state.publisher == Some(who) {
+        if state.publisher.as_ref().is_some_and(|p| p.serial == who) {
             state.publisher = None;
+            state.video = None;
+            state.audio = None;
             // A new publisher may change codecs: new viewers must not get stale headers.
             state.metadata = None;
             state.video_header = None;
@@ -171,6 +197,20 @@ impl Hub {
         }
     }
 
+    /// Every stream as the API reports it.
+    pub fn stream_views(&self) -> Vec<StreamView> {
+        let streams: Vec<Arc<Stream>> = self.map().values().cloned().collect();
+        let mut views: Vec<StreamView> = streams.iter().map(|s| s.view()).collect();
+        views.sort_by(|a, b| (&a.vhost, &a.app, &a.name).cmp(&(&b.vhost, &b.app, &b.name)));
+        views
+    }
+
+    /// The id of the stream `key`, whether or not it exists yet.
+    pub fn stream_id(&self, key: &StreamKey) -> u64 {
+        use std::hash::BuildHasher;
+        self.ids.hash_one(key)
+    }
+
     /// Whether someone publishes `key` now.
     pub fn is_published(&self, key: &StreamKey) -> bool {
         self.map()
@@ -202,7 +242,13 @@ pub struct Stream {
 }
 
 pub struct StreamState {
-    publisher: Option<ClientSerial>,
+    publisher: Option<Publisher>,
+    /// When the stream was created or last started publishing (Unix ms).
+    live_ms: u64,
+    /// Video frames since publishing started.
+    frames: u64,
+    video: Option<VideoView>,
+    audio: Option<AudioView>,
     metadata: Option<Arc<Frame>>,
     video_header: Option<Arc<Frame>>,
     audio_header: Option<Arc<Frame>>,
@@ -233,6 +279,10 @@ impl Stream {
             settings,
             state: Mutex::new(StreamState {
                 publisher: None,
+                live_ms: unix_ms(),
+                frames: 0,
+                video: None,
+                audio: None,
                 metadata: None,
                 video_header: None,
                 audio_header: None,
@@ -257,10 +307,21 @@ impl Stream {
         let mut state = self.state();
         if frame.sequence_header {
             match frame.kind {
-                FrameKind::Video => state.video_header = Some(frame.clone()),
-                FrameKind::Audio => state.audio_header = Some(frame.clone()),
+                FrameKind::Video => {
+                    state.video = info::video_view(&frame);
+                    state.video_header = Some(frame.clone());
+                }
+                FrameKind::Audio => {
+                    state.audio = info::audio_view(&frame);
+                    state.audio_header = Some(frame.clone());
+                }
                 _ => {}
             }
+        } else if frame.kind == FrameKind::Video {
+            state.frames += 1;
+        } else if frame.kind == FrameKind::Audio && state.audio.is_none() {
+            // MP3 has no sequence header: read it from a frame.
+            state.audio = info::audio_view(&frame);
         }
         if frame.kind == FrameKind::Metadata {
             state.metadata = Some(frame.clone());
@@ -335,6 +396,26 @@ impl Stream {
         Stream::head(&self.state())
     }
 
+    /// This stream for the API.
+    pub fn view(&self) -> StreamView {
+        let state = self.state();
+        StreamView {
+            id: self.id,
+            vhost: self.key.vhost.clone(),
+            app: self.key.app.clone(),
+            name: self.key.stream.clone(),
+            tc_url: state
+                .publisher
+                .as_ref()
+                .map_or(String::new(), |p| p.tc_url.clone()),
+            live_ms: state.live_ms,
+            frames: state.frames,
+            publisher: state.publisher.as_ref().map(|p| p.id.clone()),
+            video: state.video.clone(),
+            audio: state.audio.clone(),
+        }
+    }
+
     /// Asks the publisher to mux frames to MPEG-TS (for HTTP-TS viewers), from its next frame.
     pub fn want_ts(&self) {
         self.wants_ts.store(true, Ordering::Relaxed);
@@ -378,6 +459,14 @@ mod tests {
         }
     }
 
+    fn publisher(serial: ClientSerial) -> Publisher {
+        Publisher {
+            serial,
+            id: format!("c{serial}"),
+            tc_url: String::new(),
+        }
+    }
+
     fn frame(body: &'static [u8]) -> Arc<Frame> {
         Arc::new(Frame::new(FrameKind::Video, 0, Bytes::from_static(body), 60_000).unwrap())
     }
@@ -385,9 +474,9 @@ mod tests {
     #[test]
     fn second_publisher_is_busy_and_first_untouched() {
         let hub = Hub::new(2);
-        let s = hub.publish(key("a"), &settings(), 1).unwrap();
+        let s = hub.publish(key("a"), &settings(), publisher(1)).unwrap();
         assert_eq!(
-            hub.publish(key("a"), &settings(), 2).err(),
+            hub.publish(key("a"), &settings(), publisher(2)).err(),
             Some(PublishError::Busy("__defaultVhost__/live/a".into()))
         );
         assert!(s.is_published());
@@ -401,7 +490,7 @@ mod tests {
     fn viewer_before_publisher_shares_the_stream() {
         let hub = Hub::new(2);
         let viewed = hub.join(key("b"), &settings(), 1);
-        let published = hub.publish(key("b"), &settings(), 7).unwrap();
+        let published = hub.publish(key("b"), &settings(), publisher(7)).unwrap();
         assert!(Arc::ptr_eq(&viewed, &published));
         let mut wake = Vec::new();
         published.push(frame(&[0x17, 0, 0, 0, 0, 1]), &mut wake);
@@ -422,7 +511,7 @@ mod tests {
     #[test]
     fn join_start_has_headers_then_gop() {
         let hub = Hub::new(1);
-        let s = hub.publish(key("c"), &settings(), 1).unwrap();
+        let s = hub.publish(key("c"), &settings(), publisher(1)).unwrap();
         let mut wake = Vec::new();
         s.push(frame(&[0x17, 0, 0, 0, 0, 1]), &mut wake); // sequence header
         s.push(frame(&[0x17, 1, 0, 0, 0, 1]), &mut wake); // keyframe
@@ -439,7 +528,7 @@ mod tests {
     #[test]
     fn stalled_worker_resyncs_past_the_log() {
         let hub = Hub::new(1);
-        let s = hub.publish(key("d"), &settings(), 1).unwrap();
+        let s = hub.publish(key("d"), &settings(), publisher(1)).unwrap();
         let mut wake = Vec::new();
         for _ in 0..LOG_CAPACITY + 10 {
             s.push(frame(&[0x27, 1, 0, 0, 0, 1]), &mut wake);

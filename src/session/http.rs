@@ -17,14 +17,17 @@ use sluice_proto::http::{
 use sluice_ring::{CloseReason, ConnId};
 
 use super::player::Player;
-use super::{ClientInfo, Ctx};
+use super::{ClientInfo, Ctx, HookSubject};
 use crate::config::Config;
+use crate::control::views::ClientView;
+use crate::control::{Hook, Verdict};
 use crate::framing::Framing;
 use crate::framing::audio::{AudioFormat, AudioFraming};
 use crate::framing::flv::FlvFraming;
 use crate::framing::ts::TsFraming;
 use crate::hub::{StreamKey, StreamSettings};
 use crate::request::StreamRequest;
+use crate::security::Method;
 use crate::static_files::{self, StaticError};
 use crate::worker::Shared;
 
@@ -76,6 +79,8 @@ impl LiveFormat {
 enum State {
     /// Reading requests; responses to them (files) are queued in order.
     Requests,
+    /// A live request waits for its `on_play` verdict; input is ignored.
+    Waiting(Box<LiveRequest>),
     /// A live player over plain HTTP: input is ignored.
     Live(Box<Player>),
     /// A live player over WebSocket: input is control frames.
@@ -99,8 +104,21 @@ pub struct HttpSession {
     requests: u64,
     /// "player:flv" etc. and the stream, for the leave log line.
     role: Option<(String, String)>,
+    /// SRS's client type while playing (`flv-play`, ...), for the API.
+    kind: Option<&'static str>,
     close_reason: Option<String>,
     limits: Limits,
+}
+
+/// A live request, owned, so it can wait for a hook's verdict.
+struct LiveRequest {
+    format: LiveFormat,
+    /// The `101 Switching Protocols` response, for a WebSocket upgrade.
+    websocket: Option<Vec<u8>>,
+    version: Version,
+    chunked: bool,
+    key: StreamKey,
+    request: StreamRequest,
 }
 
 /// A response's status and, for the log, why.
@@ -120,6 +138,7 @@ impl HttpSession {
             write_progress: (0, now),
             requests: 0,
             role: None,
+            kind: None,
             close_reason: None,
             limits: Limits::default(),
         }
@@ -143,7 +162,7 @@ impl HttpSession {
             }
             State::WebSocket(..) => self.input.extend_from_slice(data),
             // Nothing a plain HTTP player or a closing connection sends matters.
-            State::Live(_) | State::Closing => {}
+            State::Live(_) | State::Waiting(_) | State::Closing => {}
         }
     }
 
@@ -151,7 +170,7 @@ impl HttpSession {
         match self.state {
             State::Requests => self.serve_requests(ctx),
             State::WebSocket(..) => self.websocket_input(ctx),
-            State::Live(_) | State::Closing => {}
+            State::Live(_) | State::Waiting(_) | State::Closing => {}
         }
     }
 
@@ -332,7 +351,51 @@ impl HttpSession {
             );
             return Some(Ok(()));
         }
-        let mut framing = match (format, &upgrade) {
+        // The 101 response is built now, while the request head is at hand.
+        let websocket = upgrade.map(|upgrade| {
+            let mut response = Vec::new();
+            upgrade.write_response(&mut response, None);
+            response
+        });
+        let live = LiveRequest {
+            format,
+            websocket,
+            version: head.version,
+            chunked,
+            key,
+            request,
+        };
+        if let Err(why) = vhost.security.check(Method::Play, self.client.peer.ip()) {
+            ctx.counters.refused += 1;
+            return Some(Err(Refusal {
+                status: 403,
+                why: format!("play refused by security rules: {why}"),
+            }));
+        }
+        let hooks = &vhost.http_hooks;
+        if hooks.urls(Hook::OnPlay).is_empty() {
+            self.start_live(live, ctx);
+        } else {
+            let body = self.hook_body(Hook::OnPlay, ctx, &live);
+            ctx.call_hook(Hook::OnPlay, hooks, body, self.client.serial);
+            self.input.clear();
+            self.state = State::Waiting(Box::new(live));
+        }
+        Some(Ok(()))
+    }
+
+    /// Starts a live viewer: the response head (or 101), the FLV header, the stream's start.
+    fn start_live(&mut self, live: LiveRequest, ctx: &mut Ctx<'_>) {
+        let LiveRequest {
+            format,
+            websocket,
+            version,
+            chunked,
+            key,
+            request,
+        } = live;
+        let vhost = ctx.shared.config.vhost(&request.vhost).1;
+        let mut framing = match (format, &websocket) {
             (LiveFormat::Flv, Some(_)) => Framing::Flv(FlvFraming::websocket()),
             (LiveFormat::Flv, None) => Framing::Flv(FlvFraming::http(chunked)),
             (LiveFormat::Ts, _) => Framing::Ts(TsFraming::new(chunked)),
@@ -341,8 +404,8 @@ impl HttpSession {
         };
         // The response head, then (FLV) the file header: before any media.
         let mut out = Vec::with_capacity(256);
-        match &upgrade {
-            Some(upgrade) => upgrade.write_response(&mut out, None),
+        match &websocket {
+            Some(response) => out.extend_from_slice(response),
             None => {
                 let cors = Self::cors(ctx.shared);
                 let mut headers = vec![
@@ -352,7 +415,7 @@ impl HttpSession {
                 ];
                 headers.extend(cors);
                 ResponseHead {
-                    version: head.version,
+                    version,
                     status: 200,
                     reason: None,
                     headers: &headers,
@@ -373,7 +436,7 @@ impl HttpSession {
         if format == LiveFormat::Ts {
             stream.want_ts();
         }
-        let kind = match (format, upgrade.is_some()) {
+        let kind = match (format, websocket.is_some()) {
             (LiveFormat::Flv, true) => "ws-flv",
             (other, _) => other.name(),
         };
@@ -396,8 +459,14 @@ impl HttpSession {
         ));
         self.client.bytes_out += player.start(ctx, &start);
         self.role = Some((format!("player:{kind}"), player.describe()));
+        self.kind = Some(match kind {
+            "ws-flv" | "flv" => "flv-play",
+            "ts" => "ts-play",
+            "aac" => "aac-play",
+            _ => "mp3-play",
+        });
         self.input.clear();
-        self.state = if upgrade.is_some() {
+        self.state = if websocket.is_some() {
             State::WebSocket(
                 player,
                 FrameDecoder::new(WsConfig {
@@ -408,7 +477,46 @@ impl HttpSession {
         } else {
             State::Live(player)
         };
-        Some(Ok(()))
+    }
+
+    /// A hook's verdict for a parked live request.
+    pub fn verdict(&mut self, verdict: Verdict, ctx: &mut Ctx<'_>) {
+        if !matches!(self.state, State::Waiting(_)) {
+            return;
+        }
+        let State::Waiting(live) = std::mem::replace(&mut self.state, State::Requests) else {
+            return;
+        };
+        match verdict.result {
+            Ok(()) => self.start_live(*live, ctx),
+            Err(why) => {
+                tracing::warn!(
+                    client = %self.client.id,
+                    peer = %self.client.peer,
+                    hook = verdict.target.hook.name(),
+                    reason = %why,
+                    "refused by hook"
+                );
+                ctx.counters.refused += 1;
+                self.respond_error(ctx, live.version, 403, false);
+                self.close_after_flush(ctx, format!("refused by on_play: {why}"));
+            }
+        }
+    }
+
+    /// A callback's JSON body for an HTTP viewer, with SRS's fields.
+    fn hook_body(&self, hook: Hook, ctx: &Ctx<'_>, live: &LiveRequest) -> serde_json::Value {
+        let request = &live.request;
+        // What SRS reports as an HTTP viewer's tcUrl: RTMP on the vhost, not the Host header.
+        let tc_url = format!("rtmp://{}/{}", live.key.vhost, request.app);
+        let subject = HookSubject {
+            vhost: &live.key.vhost,
+            app: &request.app,
+            stream: Some((request, &live.key)),
+            tc_url: &tc_url,
+            page_url: "",
+        };
+        ctx.hook_body(hook, &self.client, subject)
     }
 
     fn static_file(
@@ -725,10 +833,58 @@ impl HttpSession {
         if let State::Live(player) | State::WebSocket(player, _) =
             std::mem::replace(&mut self.state, State::Closing)
         {
-            player.leave(ctx, &self.client.id);
+            self.leave_player(player, ctx);
         }
         self.state = State::Closing;
         ctx.driver.close_after_flush(ctx.conn);
+    }
+
+    /// A live viewer stops: `on_stop`, then out of the hub.
+    fn leave_player(&self, player: Box<Player>, ctx: &mut Ctx<'_>) {
+        let hooks = &ctx.shared.config.vhost(&player.request.vhost).1.http_hooks;
+        if !hooks.urls(Hook::OnStop).is_empty() {
+            let live = LiveRequest {
+                format: LiveFormat::Flv,
+                websocket: None,
+                version: Version::Http11,
+                chunked: true,
+                key: player.stream.key.clone(),
+                request: player.request.clone(),
+            };
+            let body = self.hook_body(Hook::OnStop, ctx, &live);
+            ctx.call_hook(Hook::OnStop, hooks, body, self.client.serial);
+        }
+        player.leave(ctx, &self.client.id);
+    }
+
+    /// The API's kick.
+    pub fn kick(&mut self, ctx: &mut Ctx<'_>) {
+        self.close_after_flush(ctx, "kicked by the API".into());
+        ctx.driver.close(ctx.conn);
+    }
+
+    /// This connection as an API client: live viewers only.
+    pub fn view(&self, now: Instant, worker: usize) -> Option<ClientView> {
+        let (State::Live(player) | State::WebSocket(player, _)) = &self.state else {
+            return None;
+        };
+        let request = &player.request;
+        let extension = match self.kind {
+            Some("ts-play") => "ts",
+            Some("aac-play") => "aac",
+            Some("mp3-play") => "mp3",
+            _ => "flv",
+        };
+        Some(ClientView {
+            vhost: player.stream.key.vhost.clone(),
+            app: request.app.clone(),
+            stream: request.stream.clone(),
+            stream_id: Some(player.stream.id),
+            name: format!("{}.{extension}", request.stream),
+            tc_url: format!("http://{}/{}", request.vhost, request.app),
+            kind: self.kind.unwrap_or("flv-play"),
+            ..self.client.view(now, worker)
+        })
     }
 
     /// The server is ending a live stream (shutdown): end the body properly, then close.
@@ -747,7 +903,7 @@ impl HttpSession {
         if let State::Live(player) | State::WebSocket(player, _) =
             std::mem::replace(&mut self.state, State::Closing)
         {
-            player.leave(ctx, &self.client.id);
+            self.leave_player(player, ctx);
         }
         let why = self
             .close_reason

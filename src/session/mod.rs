@@ -14,6 +14,7 @@ use sluice_ring::{ConnId, Driver};
 
 use crate::hub::local::{Cursor, LocalStream};
 use crate::hub::{Frame, JoinStart, Stream, StreamKey, StreamSettings};
+use crate::request::StreamRequest;
 use crate::worker::Shared;
 
 /// What a connection is speaking.
@@ -94,6 +95,42 @@ impl Session {
         }
     }
 
+    pub fn client(&self) -> &ClientInfo {
+        match self {
+            Session::Rtmp(s) => &s.client,
+            Session::Http(s) => &s.client,
+        }
+    }
+
+    pub fn client_mut(&mut self) -> &mut ClientInfo {
+        match self {
+            Session::Rtmp(s) => &mut s.client,
+            Session::Http(s) => &mut s.client,
+        }
+    }
+
+    /// This connection as an API client (`None` for HTTP connections serving files).
+    pub fn view(&self, now: Instant, worker: usize) -> Option<crate::control::views::ClientView> {
+        match self {
+            Session::Rtmp(s) => Some(s.view(now, worker)),
+            Session::Http(s) => s.view(now, worker),
+        }
+    }
+
+    pub fn kick(&mut self, ctx: &mut Ctx<'_>) {
+        match self {
+            Session::Rtmp(s) => s.kick(ctx),
+            Session::Http(s) => s.kick(ctx),
+        }
+    }
+
+    pub fn verdict(&mut self, verdict: crate::control::Verdict, ctx: &mut Ctx<'_>) {
+        match self {
+            Session::Rtmp(s) => s.verdict(verdict, ctx),
+            Session::Http(s) => s.verdict(verdict, ctx),
+        }
+    }
+
     pub fn closed(&mut self, reason: sluice_ring::CloseReason, ctx: &mut Ctx<'_>) {
         match self {
             Session::Rtmp(s) => s.closed(reason, ctx),
@@ -114,6 +151,71 @@ pub struct ClientInfo {
     pub started: Instant,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Byte counts sampled every few seconds, for the API's 30-second rates.
+    pub rate: RateMeter,
+}
+
+impl ClientInfo {
+    /// The API's view of this client with what every protocol knows (id, address, traffic);
+    /// the session fills in its stream and type.
+    pub fn view(&self, now: Instant, worker: usize) -> crate::control::views::ClientView {
+        let (recv_kbps, send_kbps) = self.rate.kbps(now, self.bytes_in, self.bytes_out);
+        crate::control::views::ClientView {
+            id: self.id.clone(),
+            worker,
+            ip: self.peer.ip(),
+            vhost: String::new(),
+            app: String::new(),
+            stream: String::new(),
+            stream_id: None,
+            name: String::new(),
+            tc_url: String::new(),
+            page_url: String::new(),
+            swf_url: String::new(),
+            kind: "unknown",
+            publish: false,
+            alive_s: now.saturating_duration_since(self.started).as_secs_f64(),
+            send_bytes: self.bytes_out,
+            recv_bytes: self.bytes_in,
+            send_kbps_30s: send_kbps,
+            recv_kbps_30s: recv_kbps,
+        }
+    }
+}
+
+/// Recent byte counts of a client, sampled by its worker's housekeeping, giving the average
+/// send/receive rates over about the last 30 s (SRS's `kbps.*_30s`).
+#[derive(Debug, Clone, Default)]
+pub struct RateMeter {
+    /// (when, bytes in, bytes out), oldest first, at most `RATE_SAMPLES`.
+    samples: std::collections::VecDeque<(Instant, u64, u64)>,
+}
+
+/// Samples kept: one every `RATE_SAMPLE_EVERY`, covering 30 s.
+const RATE_SAMPLES: usize = 7;
+pub const RATE_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl RateMeter {
+    pub fn sample(&mut self, now: Instant, bytes_in: u64, bytes_out: u64) {
+        if self.samples.len() == RATE_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, bytes_in, bytes_out));
+    }
+
+    /// (receive, send) in kbit/s since the oldest sample.
+    pub fn kbps(&self, now: Instant, bytes_in: u64, bytes_out: u64) -> (u64, u64) {
+        let Some(&(then, old_in, old_out)) = self.samples.front() else {
+            return (0, 0);
+        };
+        let seconds = now.saturating_duration_since(then).as_secs_f64();
+        if seconds < 1.0 {
+            return (0, 0);
+        }
+        let rate =
+            |now: u64, old: u64| (now.saturating_sub(old) as f64 * 8.0 / 1000.0 / seconds) as u64;
+        (rate(bytes_in, old_in), rate(bytes_out, old_out))
+    }
 }
 
 impl ClientInfo {
@@ -126,6 +228,7 @@ impl ClientInfo {
             started: now,
             bytes_in: 0,
             bytes_out: 0,
+            rate: RateMeter::default(),
         }
     }
 }
@@ -158,9 +261,92 @@ pub struct Ctx<'a> {
     pub wake: &'a mut Vec<usize>,
     pub pending_wakes: &'a mut Vec<(usize, Arc<Stream>)>,
     pub dirty: &'a mut Vec<u64>,
+    pub counters: &'a mut crate::control::views::WorkerCounters,
+}
+
+/// What a callback body says about a client besides its identity.
+pub struct HookSubject<'a> {
+    pub vhost: &'a str,
+    pub app: &'a str,
+    /// The stream it publishes or plays, with its hub key.
+    pub stream: Option<(&'a StreamRequest, &'a StreamKey)>,
+    pub tc_url: &'a str,
+    pub page_url: &'a str,
 }
 
 impl Ctx<'_> {
+    /// A callback's JSON body with the fields SRS 7 sends for `hook`
+    /// (`shared/compat/srs/hooks.json`).
+    pub fn hook_body(
+        &self,
+        hook: crate::control::Hook,
+        client: &ClientInfo,
+        subject: HookSubject<'_>,
+    ) -> serde_json::Value {
+        use crate::control::Hook;
+        let identity = &self.shared.identity;
+        let mut body = serde_json::json!({
+            "server_id": identity.server_id,
+            "service_id": identity.service_id,
+            "action": hook.name(),
+            "client_id": client.id,
+            "ip": client.peer.ip().to_string(),
+            "vhost": subject.vhost,
+            "app": subject.app,
+        });
+        let Some(fields) = body.as_object_mut() else {
+            return body;
+        };
+        if hook == Hook::OnClose {
+            fields.insert("send_bytes".into(), client.bytes_out.into());
+            fields.insert("recv_bytes".into(), client.bytes_in.into());
+            return body;
+        }
+        fields.insert("tcUrl".into(), subject.tc_url.into());
+        let (name, param) = subject
+            .stream
+            .map_or(("", ""), |(r, _)| (r.stream.as_str(), r.param.as_str()));
+        fields.insert("stream".into(), name.into());
+        fields.insert("param".into(), param.into());
+        if matches!(hook, Hook::OnConnect | Hook::OnPlay) {
+            fields.insert("pageUrl".into(), subject.page_url.into());
+        }
+        if let Some((request, key)) = subject.stream
+            && hook != Hook::OnConnect
+        {
+            fields.insert("stream_url".into(), format!("/{}", request.path()).into());
+            let id = crate::control::views::stream_id(self.shared.hub.stream_id(key));
+            fields.insert("stream_id".into(), id.into());
+        }
+        body
+    }
+
+    /// Sends a callback to the control plane. Deciding hooks name who waits for the verdict.
+    pub fn call_hook(
+        &self,
+        hook: crate::control::Hook,
+        hooks: &crate::config::HttpHooksConfig,
+        body: serde_json::Value,
+        serial: u64,
+    ) {
+        let urls = hooks.urls(hook).to_vec();
+        let verdict = hook.decides().then_some(crate::control::VerdictTarget {
+            worker: self.worker,
+            conn: self.conn,
+            serial,
+            hook,
+        });
+        let job = crate::control::HookJob {
+            hook,
+            urls,
+            timeout: std::time::Duration::from_millis(hooks.timeout_ms),
+            body,
+            verdict,
+        };
+        if self.shared.hooks.send(job).is_err() {
+            tracing::error!("the control plane is gone; hook {} dropped", hook.name());
+        }
+    }
     /// Appends a publisher's frame to its stream and notes which workers to wake at the end of
     /// this batch.
     pub fn publish_frame(&mut self, stream: &Arc<Stream>, frame: Arc<Frame>) {

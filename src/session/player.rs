@@ -30,6 +30,7 @@ pub struct Player {
     /// resume it. (Otherwise `Drained` needs no work: the next flush writes new frames.)
     throttled: bool,
     reported_skips: u64,
+    reported_skipped_frames: u64,
 }
 
 impl Player {
@@ -50,6 +51,7 @@ impl Player {
             last_progress: now,
             throttled: false,
             reported_skips: 0,
+            reported_skipped_frames: 0,
         }
     }
 
@@ -77,6 +79,7 @@ impl Player {
             now,
             driver,
             locals,
+            counters,
             ..
         } = ctx;
         let Some(local) = locals.get(&self.stream.id) else {
@@ -107,7 +110,11 @@ impl Player {
             written += bytes as u64;
         }
         if self.cursor.skips > self.reported_skips {
+            counters.viewer_skips += self.cursor.skips - self.reported_skips;
+            counters.viewer_skipped_frames +=
+                self.cursor.skipped_frames - self.reported_skipped_frames;
             self.reported_skips = self.cursor.skips;
+            self.reported_skipped_frames = self.cursor.skipped_frames;
             tracing::debug!(
                 client,
                 skipped_frames = self.cursor.skipped_frames,

@@ -15,19 +15,32 @@ use sluice_proto::rtmp::{
 use sluice_ring::{CloseReason, ConnId};
 
 use super::player::Player;
-use super::{ClientInfo, Ctx};
+use super::{ClientInfo, Ctx, HookSubject};
 use crate::config::{Config, PublishConfig};
+use crate::control::views::ClientView;
+use crate::control::{Hook, Verdict};
 use crate::framing::Framing;
 use crate::framing::rtmp::RtmpFraming;
-use crate::hub::{Frame, FrameKind, PublishError, Stream, StreamKey, StreamSettings};
+use crate::hub::{
+    Frame, FrameKind, PublishError, Publisher as HubPublisher, Stream, StreamKey, StreamSettings,
+};
 use crate::remux::TsRemuxer;
 use crate::request::StreamRequest;
+use crate::security::Method;
 
 pub struct RtmpSession {
     pub client: ClientInfo,
     proto: ServerSession,
     tc_url: String,
     app: String,
+    page_url: String,
+    swf_url: String,
+    /// The connect was accepted (SRS sends `on_close` only for such clients).
+    connected: bool,
+    /// A request parked until a hook's verdict.
+    waiting: Option<Waiting>,
+    /// `on_connect` has allowed this client (it is asked once, at its first publish or play).
+    connect_allowed: bool,
     role: Role,
     /// The client must be publishing or playing by then.
     setup_deadline: Instant,
@@ -36,6 +49,14 @@ pub struct RtmpSession {
     /// The role it had last ("publisher"/"player") and its stream, for the leave log line
     /// even after the client stopped publishing or playing before disconnecting.
     last_role: Option<(&'static str, String)>,
+}
+
+/// A publish or play parked until `hook` answers.
+struct Waiting {
+    intent: Intent,
+    stream_id: u32,
+    request: StreamRequest,
+    hook: Hook,
 }
 
 #[derive(Clone, Copy)]
@@ -85,6 +106,11 @@ impl RtmpSession {
             proto,
             tc_url: String::new(),
             app: String::new(),
+            page_url: String::new(),
+            swf_url: String::new(),
+            connected: false,
+            waiting: None,
+            connect_allowed: false,
             role: Role::Idle,
             setup_deadline: now + config.handshake_timeout(),
             close_reason: None,
@@ -140,11 +166,12 @@ impl RtmpSession {
             SessionEvent::Connect(request) => {
                 self.tc_url = request.tc_url.clone();
                 self.app = request.app.clone();
+                self.page_url = request.page_url.clone();
+                self.swf_url = request.swf_url.clone();
                 tracing::debug!(client = %self.client.id, tc_url = %request.tc_url, app = %request.app, "rtmp connect");
-                let vhost = StreamRequest::connect_vhost(&request.tc_url, &request.app);
-                let (_, vhost) = ctx.shared.config.vhost(&vhost);
-                self.proto.set_out_chunk_size(vhost.chunk_size);
-                self.proto.accept_connect();
+                // `on_connect` waits for the publish or play, as in SRS 7, so the hook sees
+                // the stream and its `?token=` parameter.
+                self.finish_connect(ctx);
             }
             SessionEvent::Publish(request) => self.start_publish(request, ctx),
             SessionEvent::Play(request) => self.start_play(request, ctx),
@@ -207,7 +234,7 @@ impl RtmpSession {
                 "play",
             ),
         };
-        let refusal = if !matches!(self.role, Role::Idle) {
+        let refusal = if !matches!(self.role, Role::Idle) || self.waiting.is_some() {
             let why = "this connection is already publishing or playing";
             Some((
                 busy_code,
@@ -233,13 +260,174 @@ impl RtmpSession {
         None
     }
 
+    /// The vhost the connect named (before any stream name refines it).
+    fn connect_vhost<'c>(&self, ctx: &Ctx<'c>) -> &'c crate::config::VhostConfig {
+        let name = StreamRequest::connect_vhost(&self.tc_url, &self.app);
+        ctx.shared.config.vhost(&name).1
+    }
+
+    fn finish_connect(&mut self, ctx: &mut Ctx<'_>) {
+        let chunk_size = self.connect_vhost(ctx).chunk_size;
+        self.proto.set_out_chunk_size(chunk_size);
+        self.proto.accept_connect();
+        self.connected = true;
+    }
+
+    /// A hook's verdict for a parked publish or play: after `on_connect` comes the
+    /// publish or play hook; after that, the publish or play itself.
+    pub fn verdict(&mut self, verdict: Verdict, ctx: &mut Ctx<'_>) {
+        let Some(waiting) = self.waiting.take() else {
+            return;
+        };
+        match verdict.result {
+            Ok(()) if waiting.hook == Hook::OnConnect => {
+                self.connect_allowed = true;
+                if let Some(request) =
+                    self.authorize(waiting.intent, waiting.stream_id, waiting.request, ctx)
+                {
+                    self.finish(waiting.intent, waiting.stream_id, request, ctx);
+                }
+            }
+            Ok(()) => self.finish(waiting.intent, waiting.stream_id, waiting.request, ctx),
+            Err(why) => {
+                let hook = waiting.hook.name();
+                tracing::warn!(
+                    client = %self.client.id,
+                    peer = %self.client.peer,
+                    hook,
+                    reason = %why,
+                    "refused by hook"
+                );
+                ctx.counters.refused += 1;
+                let why = format!("refused by {hook}: {why}");
+                match waiting.intent {
+                    Intent::Publish => self.proto.reject_publish(
+                        waiting.stream_id,
+                        "NetStream.Publish.Rejected",
+                        &why,
+                    ),
+                    Intent::Play => {
+                        self.proto
+                            .reject_play(waiting.stream_id, "NetStream.Play.Rejected", &why)
+                    }
+                }
+                self.close_after_flush(ctx, why);
+            }
+        }
+        self.drive(ctx);
+    }
+
+    fn finish(
+        &mut self,
+        intent: Intent,
+        stream_id: u32,
+        request: StreamRequest,
+        ctx: &mut Ctx<'_>,
+    ) {
+        match intent {
+            Intent::Publish => self.finish_publish(stream_id, request, ctx),
+            Intent::Play => self.finish_play(stream_id, request, ctx),
+        }
+    }
+
+    /// A callback's JSON body, with SRS's fields for each hook.
+    fn hook_body(
+        &self,
+        hook: Hook,
+        ctx: &Ctx<'_>,
+        request: Option<&StreamRequest>,
+    ) -> serde_json::Value {
+        let vhost = match request {
+            Some(r) => ctx.shared.config.vhost(&r.vhost).0,
+            None => {
+                let name = StreamRequest::connect_vhost(&self.tc_url, &self.app);
+                ctx.shared.config.vhost(&name).0
+            }
+        };
+        let key = request.map(|r| Self::stream_key(r, &ctx.shared.config).0);
+        let subject = HookSubject {
+            vhost,
+            app: request.map_or(&self.app, |r| &r.app),
+            stream: request.zip(key.as_ref()),
+            tc_url: &self.tc_url,
+            page_url: &self.page_url,
+        };
+        ctx.hook_body(hook, &self.client, subject)
+    }
+
+    /// Checks a publish or play against the vhost's security rules, then its hook: returns
+    /// `Some(request)` to go on now, `None` when refused or parked for a verdict.
+    fn authorize(
+        &mut self,
+        intent: Intent,
+        stream_id: u32,
+        request: StreamRequest,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<StreamRequest> {
+        let vhost = ctx.shared.config.vhost(&request.vhost).1;
+        let (method, hook) = match intent {
+            Intent::Publish => (Method::Publish, Hook::OnPublish),
+            Intent::Play => (Method::Play, Hook::OnPlay),
+        };
+        if let Err(why) = vhost.security.check(method, self.client.peer.ip()) {
+            tracing::warn!(
+                client = %self.client.id,
+                peer = %self.client.peer,
+                stream = %request.path(),
+                reason = %why,
+                "{} refused by security rules",
+                method.name()
+            );
+            ctx.counters.refused += 1;
+            match intent {
+                Intent::Publish => {
+                    self.proto
+                        .reject_publish(stream_id, "NetStream.Publish.Denied", &why)
+                }
+                Intent::Play => self
+                    .proto
+                    .reject_play(stream_id, "NetStream.Play.Failed", &why),
+            }
+            self.close_after_flush(ctx, format!("security: {why}"));
+            return None;
+        }
+        let hooks = &vhost.http_hooks;
+        let hook = if !self.connect_allowed && !hooks.urls(Hook::OnConnect).is_empty() {
+            Hook::OnConnect
+        } else if !hooks.urls(hook).is_empty() {
+            hook
+        } else {
+            return Some(request);
+        };
+        let body = self.hook_body(hook, ctx, Some(&request));
+        ctx.call_hook(hook, hooks, body, self.client.serial);
+        self.waiting = Some(Waiting {
+            intent,
+            stream_id,
+            request,
+            hook,
+        });
+        None
+    }
+
     fn start_publish(&mut self, request: PublishRequest, ctx: &mut Ctx<'_>) {
         let stream_id = request.stream_id;
         let Some(parsed) = self.admit(Intent::Publish, stream_id, &request.stream_name, ctx) else {
             return;
         };
+        if let Some(parsed) = self.authorize(Intent::Publish, stream_id, parsed, ctx) {
+            self.finish_publish(stream_id, parsed, ctx);
+        }
+    }
+
+    fn finish_publish(&mut self, stream_id: u32, parsed: StreamRequest, ctx: &mut Ctx<'_>) {
         let (key, settings) = Self::stream_key(&parsed, &ctx.shared.config);
-        match ctx.shared.hub.publish(key, &settings, self.client.serial) {
+        let who = HubPublisher {
+            serial: self.client.serial,
+            id: self.client.id.clone(),
+            tc_url: self.tc_url.clone(),
+        };
+        match ctx.shared.hub.publish(key, &settings, who) {
             Ok(stream) => {
                 self.proto.accept_publish(stream_id);
                 tracing::info!(
@@ -279,6 +467,12 @@ impl RtmpSession {
         let Some(parsed) = self.admit(Intent::Play, stream_id, &request.stream_name, ctx) else {
             return;
         };
+        if let Some(parsed) = self.authorize(Intent::Play, stream_id, parsed, ctx) {
+            self.finish_play(stream_id, parsed, ctx);
+        }
+    }
+
+    fn finish_play(&mut self, stream_id: u32, parsed: StreamRequest, ctx: &mut Ctx<'_>) {
         let (key, settings) = Self::stream_key(&parsed, &ctx.shared.config);
         let (_, vhost) = ctx.shared.config.vhost(&parsed.vhost);
         let config = vhost.play.clone();
@@ -321,6 +515,18 @@ impl RtmpSession {
     fn leave_role(&mut self, ctx: &mut Ctx<'_>, why: &str) {
         if let Some(role) = self.describe_role() {
             self.last_role = Some(role);
+        }
+        let hook = match &self.role {
+            Role::Publisher(p) => Some((Hook::OnUnpublish, p.request.clone())),
+            Role::Player(p) => Some((Hook::OnStop, p.request.clone())),
+            Role::Idle => None,
+        };
+        if let Some((hook, request)) = hook {
+            let hooks = &ctx.shared.config.vhost(&request.vhost).1.http_hooks;
+            if !hooks.urls(hook).is_empty() {
+                let body = self.hook_body(hook, ctx, Some(&request));
+                ctx.call_hook(hook, hooks, body, self.client.serial);
+            }
         }
         match std::mem::replace(&mut self.role, Role::Idle) {
             Role::Publisher(p) => {
@@ -418,6 +624,38 @@ impl RtmpSession {
         ctx.driver.close_after_flush(ctx.conn);
     }
 
+    /// The API's kick: close now.
+    pub fn kick(&mut self, ctx: &mut Ctx<'_>) {
+        self.close(ctx, "kicked by the API".into());
+    }
+
+    /// This client for the API.
+    pub fn view(&self, now: Instant, worker: usize) -> ClientView {
+        let (kind, publish, request, stream) = match &self.role {
+            Role::Publisher(p) => ("fmle-publish", true, Some(&p.request), Some(p.stream.id)),
+            Role::Player(p) => ("rtmp-play", false, Some(&p.request), Some(p.stream.id)),
+            Role::Idle => ("unknown", false, None, None),
+        };
+        let vhost = match (&self.role, request) {
+            (Role::Publisher(p), _) => p.stream.key.vhost.clone(),
+            (Role::Player(p), _) => p.stream.key.vhost.clone(),
+            _ => String::new(),
+        };
+        ClientView {
+            vhost,
+            app: request.map_or(self.app.clone(), |r| r.app.clone()),
+            stream: request.map_or(String::new(), |r| r.stream.clone()),
+            stream_id: stream,
+            name: request.map_or(String::new(), |r| r.stream.clone()),
+            tc_url: self.tc_url.clone(),
+            page_url: self.page_url.clone(),
+            swf_url: self.swf_url.clone(),
+            kind,
+            publish,
+            ..self.client.view(now, worker)
+        }
+    }
+
     /// The connection is gone: leave the hub and log the client's summary.
     /// "publisher"/"player" and `vhost/app/stream`, while it has a role.
     fn describe_role(&self) -> Option<(&'static str, String)> {
@@ -441,6 +679,13 @@ impl RtmpSession {
             .clone()
             .unwrap_or_else(|| reason.to_string());
         self.leave_role(ctx, &why);
+        if self.connected {
+            let hooks = &self.connect_vhost(ctx).http_hooks;
+            if !hooks.urls(Hook::OnClose).is_empty() {
+                let body = self.hook_body(Hook::OnClose, ctx, None);
+                ctx.call_hook(Hook::OnClose, hooks, body, self.client.serial);
+            }
+        }
         tracing::info!(
             client = %self.client.id,
             peer = %self.client.peer,

@@ -570,6 +570,14 @@ impl Recording {
     pub fn count(&self, pred: impl Fn(&Received) -> bool) -> usize {
         self.messages.iter().filter(|m| pred(m)).count()
     }
+
+    /// The commands received, in order (`onStatus:NetStream.Play.Start`, ...).
+    pub fn commands(&self) -> Vec<&str> {
+        self.messages
+            .iter()
+            .filter_map(|m| m.command.as_deref())
+            .collect()
+    }
 }
 
 /// A player connection whose thread records every message until stopped, closed, or

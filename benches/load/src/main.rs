@@ -64,49 +64,24 @@ enum Mode {
     RtmpPlay {
         #[arg(long)]
         url: String,
-        #[arg(long, default_value_t = 100)]
-        viewers: usize,
-        /// New players per second (0 = all at once).
-        #[arg(long, default_value_t = 1000.0)]
-        ramp: f64,
-        /// Seconds after the last player connected before measuring.
-        #[arg(long, default_value_t = 3.0)]
-        warmup: f64,
-        /// Seconds measured.
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
         /// Also publish the stream from this process (needed for latency).
         #[arg(long)]
         publish: bool,
-        #[command(flatten)]
-        source: SourceArgs,
-        /// Frame rate a healthy player must see (95 % of it); default: the source's fps.
-        #[arg(long)]
-        expect_fps: Option<f64>,
         /// Use the complex (digest) handshake like ffmpeg, instead of the simple one.
         #[arg(long)]
         complex_handshake: bool,
+        #[command(flatten)]
+        play: PlayArgs,
     },
     /// Open N HTTP-FLV players (http://host:port/app/stream.flv) and measure what they receive.
     FlvPlay {
         #[arg(long)]
         url: String,
-        #[arg(long, default_value_t = 100)]
-        viewers: usize,
-        /// New players per second (0 = all at once).
-        #[arg(long, default_value_t = 1000.0)]
-        ramp: f64,
-        #[arg(long, default_value_t = 3.0)]
-        warmup: f64,
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
         /// Also publish the stream from this process to this RTMP URL (needed for latency).
         #[arg(long)]
         publish_to: Option<String>,
         #[command(flatten)]
-        source: SourceArgs,
-        #[arg(long)]
-        expect_fps: Option<f64>,
+        play: PlayArgs,
     },
 }
 
@@ -129,6 +104,33 @@ fn parse_http_url(url: &str) -> Result<(std::net::SocketAddr, String, String), S
         .next()
         .ok_or_else(|| format!("{url}: no address"))?;
     Ok((addr, authority.to_string(), format!("/{path}")))
+}
+
+/// What every player mode shares: how many, how fast they arrive, how long to measure.
+#[derive(Args)]
+struct PlayArgs {
+    #[arg(long, default_value_t = 100)]
+    viewers: usize,
+    /// New players per second (0 = all at once).
+    #[arg(long, default_value_t = 1000.0)]
+    ramp: f64,
+    /// Seconds after the last player connected before measuring.
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Frame rate a healthy player must see (95 % of it); default: the source's fps.
+    #[arg(long)]
+    expect_fps: Option<f64>,
+}
+
+impl PlayArgs {
+    fn expected_fps(&self) -> f64 {
+        self.expect_fps.unwrap_or(f64::from(self.source.fps))
+    }
 }
 
 #[derive(Args)]
@@ -220,14 +222,9 @@ fn run(
         }
         Mode::RtmpPlay {
             url,
-            viewers,
-            ramp,
-            warmup,
-            duration,
             publish,
-            source,
-            expect_fps,
             complex_handshake,
+            play,
         } => {
             let parsed = RtmpUrl::parse(&url).map_err(|e| format!("{url}: {e}"))?;
             let addr = run::resolve(&parsed)?;
@@ -237,26 +234,24 @@ fn run(
                 url: parsed,
                 protocol: PlayProtocol::Rtmp,
                 play_addr: addr,
-                viewers,
-                ramp_per_s: ramp,
-                publish: if publish { Some(source.open()?) } else { None },
-                warmup: Duration::from_secs_f64(warmup),
-                measure: Duration::from_secs_f64(duration),
+                viewers: play.viewers,
+                ramp_per_s: play.ramp,
+                publish: if publish {
+                    Some(play.source.open()?)
+                } else {
+                    None
+                },
+                warmup: Duration::from_secs_f64(play.warmup),
+                measure: Duration::from_secs_f64(play.duration),
                 complex_handshake,
                 server_pids: server_pids.clone(),
             };
-            let fps = expect_fps.unwrap_or(f64::from(source.fps));
-            (url, plan, fps, "rtmp-play")
+            (url, plan, play.expected_fps(), "rtmp-play")
         }
         Mode::FlvPlay {
             url,
-            viewers,
-            ramp,
-            warmup,
-            duration,
             publish_to,
-            source,
-            expect_fps,
+            play,
         } => {
             let (play_addr, host, path) = parse_http_url(&url)?;
             // Without a publisher URL the RTMP side is unused; any valid URL fills it.
@@ -274,19 +269,18 @@ fn run(
                 url: parsed,
                 protocol: PlayProtocol::Flv { host, path },
                 play_addr,
-                viewers,
-                ramp_per_s: ramp,
+                viewers: play.viewers,
+                ramp_per_s: play.ramp,
                 publish: match publish_to {
-                    Some(_) => Some(source.open()?),
+                    Some(_) => Some(play.source.open()?),
                     None => None,
                 },
-                warmup: Duration::from_secs_f64(warmup),
-                measure: Duration::from_secs_f64(duration),
+                warmup: Duration::from_secs_f64(play.warmup),
+                measure: Duration::from_secs_f64(play.duration),
                 complex_handshake: false,
                 server_pids: server_pids.clone(),
             };
-            let fps = expect_fps.unwrap_or(f64::from(source.fps));
-            (url, plan, fps, "flv-play")
+            (url, plan, play.expected_fps(), "flv-play")
         }
     };
     let outcome = Runner::new(plan)?.run();

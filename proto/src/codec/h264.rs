@@ -372,19 +372,15 @@ impl H264Sps {
 
     /// Profile name as SRS's API spells it (`Baseline`, `Main`, `High`, ...).
     pub fn profile_name(&self) -> &'static str {
-        let constraint_set1 = self.constraint_flags & 0x40 != 0;
-        let constraint_set3 = self.constraint_flags & 0x10 != 0;
+        // By profile_idc alone, as SRS's API reports it (constrained baseline is "Baseline").
         match self.profile_idc {
-            66 if constraint_set1 => "ConstrainedBaseline",
             66 => "Baseline",
             77 => "Main",
             88 => "Extended",
             100 => "High",
-            110 if constraint_set3 => "High10Intra",
             110 => "High10",
-            122 if constraint_set3 => "High422Intra",
             122 => "High422",
-            244 if constraint_set3 => "High444Intra",
+            144 => "High444",
             244 => "High444Predictive",
             44 => "CAVLC444",
             _ => "Other",
