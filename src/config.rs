@@ -287,6 +287,8 @@ pub struct VhostConfig {
     pub play: PlayConfig,
     pub publish: PublishConfig,
     pub http_remux: HttpRemuxConfig,
+    pub hls: HlsConfig,
+    pub dash: DashConfig,
     pub http_hooks: HttpHooksConfig,
     pub security: SecurityConfig,
 }
@@ -299,6 +301,8 @@ impl Default for VhostConfig {
             play: PlayConfig::default(),
             publish: PublishConfig::default(),
             http_remux: HttpRemuxConfig::default(),
+            hls: HlsConfig::default(),
+            dash: DashConfig::default(),
             http_hooks: HttpHooksConfig::default(),
             security: SecurityConfig::default(),
         }
@@ -321,6 +325,86 @@ impl Default for HttpRemuxConfig {
         HttpRemuxConfig {
             enabled: true,
             mount: "[vhost]/[app]/[stream].flv".into(),
+        }
+    }
+}
+
+/// HLS (SRS `hls`): segments and playlists kept in memory and served on the HTTP port. Key
+/// names are SRS's; durations are seconds as in SRS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    pub enabled: bool,
+    /// Target segment duration (s); segments are cut at the first keyframe past it.
+    pub hls_fragment: f64,
+    /// How much media (s) the playlist lists.
+    pub hls_window: f64,
+    /// Playlist path template: `[app]`, `[stream]` (and `[vhost]`) are replaced.
+    pub hls_m3u8_file: String,
+    /// MPEG-TS segment path template; `[seq]` is the media sequence number.
+    pub hls_ts_file: String,
+    /// fMP4 (CMAF) segments instead of MPEG-TS.
+    pub hls_fmp4: bool,
+    /// fMP4 segment path template.
+    pub hls_fmp4_file: String,
+    /// fMP4 initialization segment path template.
+    pub hls_init_file: String,
+    /// Forget segments that left the window (else they stay until the stream is disposed).
+    pub hls_cleanup: bool,
+    /// Seconds a stopped stream's playlist and segments stay served; 0 keeps them until the
+    /// stream is published again.
+    pub hls_dispose: f64,
+    /// Low-Latency HLS: partial segments, preload hints, blocking playlist reload.
+    pub hls_ll: bool,
+    /// LL-HLS part target duration (s).
+    pub hls_part: f64,
+    /// Also write segments and playlists under this directory ("" = memory only).
+    pub hls_path: String,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            enabled: true,
+            hls_fragment: 10.0,
+            hls_window: 60.0,
+            hls_m3u8_file: "[app]/[stream].m3u8".into(),
+            hls_ts_file: "[app]/[stream]-[seq].ts".into(),
+            hls_fmp4: false,
+            hls_fmp4_file: "[app]/[stream]-[seq].m4s".into(),
+            hls_init_file: "[app]/[stream]-init.mp4".into(),
+            hls_cleanup: true,
+            hls_dispose: 120.0,
+            hls_ll: false,
+            hls_part: 0.5,
+            hls_path: String::new(),
+        }
+    }
+}
+
+/// MPEG-DASH (SRS `dash`): a dynamic MPD over fMP4 segments, one adaptation set per track.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashConfig {
+    pub enabled: bool,
+    /// Target segment duration (s) when HLS is off; with HLS on, DASH shares its segments.
+    pub dash_fragment: f64,
+    /// The MPD's `minimumUpdatePeriod` (s).
+    pub dash_update_period: f64,
+    /// The MPD's `timeShiftBufferDepth` (s): how much media it lists.
+    pub dash_timeshift: f64,
+    /// MPD path template; segments are named after it.
+    pub dash_mpd_file: String,
+}
+
+impl Default for DashConfig {
+    fn default() -> Self {
+        DashConfig {
+            enabled: false,
+            dash_fragment: 10.0,
+            dash_update_period: 5.0,
+            dash_timeshift: 60.0,
+            dash_mpd_file: "[app]/[stream].mpd".into(),
         }
     }
 }
@@ -497,6 +581,66 @@ impl Config {
                     key("http_remux.mount"),
                     "must contain [app] and [stream]".into(),
                 ));
+            }
+            let hls = &vhost.hls;
+            for (field, value, min) in [
+                ("hls.hls_fragment", hls.hls_fragment, 0.2),
+                ("hls.hls_part", hls.hls_part, 0.1),
+                ("dash.dash_fragment", vhost.dash.dash_fragment, 0.2),
+                (
+                    "dash.dash_update_period",
+                    vhost.dash.dash_update_period,
+                    0.1,
+                ),
+            ] {
+                if !(min..=3600.0).contains(&value) {
+                    return Err((
+                        key(field),
+                        format!("must be between {min} and 3600 seconds"),
+                    ));
+                }
+            }
+            if !(hls.hls_window >= hls.hls_fragment && hls.hls_window <= 86_400.0) {
+                return Err((
+                    key("hls.hls_window"),
+                    "must be at least hls_fragment and at most 86400 seconds".into(),
+                ));
+            }
+            if !(vhost.dash.dash_timeshift >= vhost.dash.dash_fragment
+                && vhost.dash.dash_timeshift <= 86_400.0)
+            {
+                return Err((
+                    key("dash.dash_timeshift"),
+                    "must be at least dash_fragment and at most 86400 seconds".into(),
+                ));
+            }
+            if hls.hls_ll && hls.hls_part * 2.0 > hls.hls_fragment {
+                return Err((
+                    key("hls.hls_part"),
+                    "must be at most half of hls_fragment".into(),
+                ));
+            }
+            if !(0.0..=86_400.0).contains(&hls.hls_dispose) {
+                return Err((key("hls.hls_dispose"), "must be between 0 and 86400".into()));
+            }
+            for (field, template, needs_seq) in [
+                ("hls.hls_m3u8_file", &hls.hls_m3u8_file, false),
+                ("hls.hls_ts_file", &hls.hls_ts_file, true),
+                ("hls.hls_fmp4_file", &hls.hls_fmp4_file, true),
+                ("hls.hls_init_file", &hls.hls_init_file, false),
+                ("dash.dash_mpd_file", &vhost.dash.dash_mpd_file, false),
+            ] {
+                if !template.contains("[stream]") || (needs_seq && !template.contains("[seq]")) {
+                    let what = if needs_seq {
+                        "[stream] and [seq]"
+                    } else {
+                        "[stream]"
+                    };
+                    return Err((key(field), format!("must contain {what}")));
+                }
+                if template.split('/').any(|part| part == ".." || part == ".") {
+                    return Err((key(field), "must not contain . or .. parts".into()));
+                }
             }
             if vhost.play.gop_cache_max_frames == 0 {
                 return Err((

@@ -4,6 +4,7 @@
 mod config;
 mod control;
 mod framing;
+mod hls;
 mod hub;
 mod remux;
 mod request;

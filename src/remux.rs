@@ -110,7 +110,8 @@ impl TsRemuxer {
                     .and_then(|h| h.with_frame_len(packet.data.len()))
                     .ok()?
                     .encode();
-                self.mux(Track::Audio, ms, ms, false, &[&adts, packet.data])
+                let random_access = self.video.is_none();
+                self.mux(Track::Audio, ms, ms, random_access, &[&adts, packet.data])
             }
             (AudioCodec::Mp3, _) => {
                 if self.audio.is_none() {
@@ -124,7 +125,9 @@ impl TsRemuxer {
                     self.audio = Some(AudioConfig::Mp3(kind));
                     self.muxer = None;
                 }
-                self.mux(Track::Audio, ms, ms, false, &[packet.data])
+                // Audio-only: every frame is a place to start (after the tables).
+                let random_access = self.video.is_none();
+                self.mux(Track::Audio, ms, ms, random_access, &[packet.data])
             }
             _ => None,
         }

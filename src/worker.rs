@@ -34,6 +34,8 @@ pub enum WorkerMsg {
     Kick(String),
     /// A hook's verdict for a session waiting on this worker.
     HookVerdict(Verdict),
+    /// HLS requests parked on this worker (connection, client serial) may be answerable now.
+    HlsReady(Vec<(ConnId, u64)>),
     /// Stop accepting, close every connection, exit.
     Shutdown,
 }
@@ -71,6 +73,8 @@ pub struct Shared {
     /// The I/O backend every worker runs on.
     pub backend: sluice_ring::Backend,
     pub hub: Hub,
+    /// HLS/DASH packaging state of every stream, and the paths that reach it.
+    pub hls: crate::hls::HlsRegistry,
     pub links: Vec<WorkerLink>,
     /// This server's identity in API replies and hook bodies.
     pub identity: Identity,
@@ -98,6 +102,7 @@ impl Shared {
         Shared {
             backend,
             hub: Hub::new(links.len()),
+            hls: crate::hls::HlsRegistry::default(),
             identity: Identity::new(),
             hooks,
             counters: (0..links.len()).map(|_| Mutex::default()).collect(),
@@ -292,6 +297,7 @@ impl Worker {
                         }
                         WorkerMsg::Kick(id) => self.kick(&id, now),
                         WorkerMsg::HookVerdict(verdict) => self.verdict(verdict, now),
+                        WorkerMsg::HlsReady(conns) => self.hls_ready(&conns, now),
                     }
                 }
                 self.inbox = inbox;
@@ -504,6 +510,9 @@ impl Worker {
             }
             self.put_session(conn, session);
         }
+        if self.id == 0 {
+            self.shared.hls.dispose_expired(now);
+        }
         self.counters.io = self.driver.counters();
         *self.shared.counters[self.id]
             .lock()
@@ -547,6 +556,18 @@ impl Worker {
             session.verdict(verdict, &mut self.ctx(conn, now));
         }
         self.put_session(conn, session);
+    }
+
+    fn hls_ready(&mut self, conns: &[(ConnId, u64)], now: Instant) {
+        for &(conn, serial) in conns {
+            let mut session = self.take_session(conn);
+            if let Some(Session::Http(http)) = &mut session
+                && http.client.serial == serial
+            {
+                http.hls_ready(&mut self.ctx(conn, now));
+            }
+            self.put_session(conn, session);
+        }
     }
 
     fn begin_shutdown(&mut self, now: Instant) {

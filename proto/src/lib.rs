@@ -9,6 +9,7 @@
 pub mod amf0;
 pub mod codec;
 pub mod flv;
+pub mod fmp4;
 pub mod http;
 pub mod rtmp;
 pub mod ts;

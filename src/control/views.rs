@@ -89,6 +89,8 @@ pub struct WorkerCounters {
     pub viewer_skipped_frames: u64,
     /// Connections refused (max_connections, per-IP limit, security, hooks).
     pub refused: u64,
+    /// HLS/DASH playlists, segments and parts served.
+    pub hls_requests: u64,
     pub io: sluice_ring::IoCounters,
 }
 

@@ -2,6 +2,7 @@
 //! the hub. [`Ctx`] is what a session may touch while it handles an event.
 
 pub mod http;
+pub mod outputs;
 pub mod player;
 pub mod rtmp;
 

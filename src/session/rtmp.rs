@@ -14,6 +14,7 @@ use sluice_proto::rtmp::{
 };
 use sluice_ring::{CloseReason, ConnId};
 
+use super::outputs::PublishOutputs;
 use super::player::Player;
 use super::{ClientInfo, Ctx, HookSubject};
 use crate::config::{Config, PublishConfig};
@@ -24,7 +25,6 @@ use crate::framing::rtmp::RtmpFraming;
 use crate::hub::{
     Frame, FrameKind, PublishError, Publisher as HubPublisher, Stream, StreamKey, StreamSettings,
 };
-use crate::remux::TsRemuxer;
 use crate::request::StreamRequest;
 use crate::security::Method;
 
@@ -78,8 +78,8 @@ struct Publisher {
     timeouts: PublishConfig,
     started: Instant,
     last_media: Option<Instant>,
-    /// Muxes each frame to MPEG-TS once HTTP-TS viewers want it.
-    ts: Option<Box<TsRemuxer>>,
+    /// MPEG-TS for HTTP-TS viewers and HLS, the HLS/DASH packager.
+    outputs: PublishOutputs,
 }
 
 /// The message stream id an RTMP player's `play` used.
@@ -440,6 +440,7 @@ impl RtmpSession {
                     "publish started"
                 );
                 let (_, vhost) = ctx.shared.config.vhost(&parsed.vhost);
+                let outputs = PublishOutputs::start(&stream, ctx.shared);
                 self.role = Role::Publisher(Publisher {
                     stream,
                     request: parsed,
@@ -447,7 +448,7 @@ impl RtmpSession {
                     timeouts: vhost.publish.clone(),
                     started: ctx.now,
                     last_media: None,
-                    ts: None,
+                    outputs,
                 });
             }
             Err(PublishError::Busy(name)) => {
@@ -529,7 +530,8 @@ impl RtmpSession {
             }
         }
         match std::mem::replace(&mut self.role, Role::Idle) {
-            Role::Publisher(p) => {
+            Role::Publisher(mut p) => {
+                p.outputs.finish(ctx.shared);
                 ctx.shared.hub.unpublish(&p.stream, self.client.serial);
                 tracing::info!(client = %self.client.id, stream = %p.request.path(), reason = why, "publish stopped");
             }
@@ -554,20 +556,11 @@ impl RtmpSession {
         };
         let chunk_size = publisher.stream.settings.chunk_size;
         if let Some(mut frame) = Frame::new(kind, message.timestamp, payload, chunk_size) {
-            if publisher.stream.wants_ts() {
-                let stream = &publisher.stream;
-                let remuxer = publisher.ts.get_or_insert_with(|| {
-                    // Started mid-stream: it needs the codecs the stream announced earlier.
-                    let mut remuxer = Box::new(TsRemuxer::new());
-                    for header in stream.sequence_headers().into_iter().flatten() {
-                        remuxer.remux(header.kind, header.timestamp, &header.payload);
-                    }
-                    remuxer
-                });
-                frame.ts = remuxer.remux(kind, message.timestamp, &frame.payload);
-            }
+            publisher.outputs.prepare(&publisher.stream, &mut frame);
+            let frame = Arc::new(frame);
             let stream = publisher.stream.clone();
-            ctx.publish_frame(&stream, Arc::new(frame));
+            ctx.publish_frame(&stream, frame.clone());
+            publisher.outputs.package(&frame, ctx.shared);
         }
     }
 

@@ -3,6 +3,8 @@
 //! through user space. Keep-alive and pipelined requests for files; a live request turns the
 //! connection into a player until it closes.
 
+mod hls;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,6 +87,8 @@ enum State {
     Live(Box<Player>),
     /// A live player over WebSocket: input is control frames.
     WebSocket(Box<Player>, FrameDecoder),
+    /// An HLS request parked until the part it waits for exists; later requests are buffered.
+    HlsWaiting(Box<hls::HlsWait>),
     /// Closing after what is queued; input is ignored.
     Closing,
 }
@@ -161,6 +165,12 @@ impl HttpSession {
                 self.input.extend_from_slice(data);
             }
             State::WebSocket(..) => self.input.extend_from_slice(data),
+            State::HlsWaiting(_) => {
+                // Pipelined requests behind a parked one, bounded like one request head.
+                if self.input.len() + data.len() <= self.limits.max_head_size {
+                    self.input.extend_from_slice(data);
+                }
+            }
             // Nothing a plain HTTP player or a closing connection sends matters.
             State::Live(_) | State::Waiting(_) | State::Closing => {}
         }
@@ -170,7 +180,7 @@ impl HttpSession {
         match self.state {
             State::Requests => self.serve_requests(ctx),
             State::WebSocket(..) => self.websocket_input(ctx),
-            State::Live(_) | State::Waiting(_) | State::Closing => {}
+            State::Live(_) | State::Waiting(_) | State::HlsWaiting(_) | State::Closing => {}
         }
     }
 
@@ -280,6 +290,9 @@ impl HttpSession {
             });
         }
         let path = decoded.path.into_owned();
+        if let Some(result) = self.hls(head, &path, ctx) {
+            return result;
+        }
         if let Some((format, stem)) = LiveFormat::from_path(&path)
             && let Some(result) = self.live(head, stem, format, ctx)
         {
@@ -820,6 +833,10 @@ impl HttpSession {
                 None
             }
             State::Live(player) | State::WebSocket(player, _) => player.stalled(ctx),
+            State::HlsWaiting(_) => {
+                self.hls_timed_out(ctx);
+                None
+            }
             _ => None,
         };
         if let Some(reason) = expired {
