@@ -195,6 +195,8 @@ pub struct ServerConfig {
     api: Vec<(String, String)>,
     hooks: Vec<(String, String)>,
     security: Vec<(String, String)>,
+    hls: Vec<(String, String)>,
+    dash: Vec<(String, String)>,
 }
 
 impl Default for ServerConfig {
@@ -211,6 +213,8 @@ impl Default for ServerConfig {
             api: Vec::new(),
             hooks: Vec::new(),
             security: Vec::new(),
+            hls: Vec::new(),
+            dash: Vec::new(),
         }
     }
 }
@@ -291,6 +295,18 @@ impl ServerConfig {
         self
     }
 
+    /// A key of `[vhost.__defaultVhost__.hls]`; `value` is TOML.
+    pub fn hls(mut self, key: &str, value: impl ToString) -> Self {
+        self.hls.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// A key of `[vhost.__defaultVhost__.dash]`; `value` is TOML.
+    pub fn dash(mut self, key: &str, value: impl ToString) -> Self {
+        self.dash.push((key.into(), value.to_string()));
+        self
+    }
+
     /// The config with RTMP on `port` and the HTTP server and API left at their default
     /// addresses (for `sluice -t`, which binds nothing).
     pub fn render(&self, port: u16) -> String {
@@ -334,6 +350,8 @@ impl ServerConfig {
             ("vhost.__defaultVhost__.http_remux", &self.http_remux),
             ("vhost.__defaultVhost__.http_hooks", &self.hooks),
             ("vhost.__defaultVhost__.security", &self.security),
+            ("vhost.__defaultVhost__.hls", &self.hls),
+            ("vhost.__defaultVhost__.dash", &self.dash),
         ];
         for (name, keys) in sections {
             if !keys.is_empty() {
