@@ -215,6 +215,8 @@ pub struct HttpHooksConfig {
     pub on_unpublish: Vec<String>,
     pub on_play: Vec<String>,
     pub on_stop: Vec<String>,
+    /// Notified of every HLS segment written (SRS's on_hls body).
+    pub on_hls: Vec<String>,
     /// A URL that has not answered in this long refuses (ms).
     pub timeout_ms: u64,
 }
@@ -229,6 +231,7 @@ impl Default for HttpHooksConfig {
             on_unpublish: Vec::new(),
             on_play: Vec::new(),
             on_stop: Vec::new(),
+            on_hls: Vec::new(),
             timeout_ms: 3000,
         }
     }
@@ -248,6 +251,7 @@ impl HttpHooksConfig {
             Hook::OnUnpublish => &self.on_unpublish,
             Hook::OnPlay => &self.on_play,
             Hook::OnStop => &self.on_stop,
+            Hook::OnHls => &self.on_hls,
         }
     }
 }
@@ -360,6 +364,9 @@ pub struct HlsConfig {
     pub hls_part: f64,
     /// Also write segments and playlists under this directory ("" = memory only).
     pub hls_path: String,
+    /// Track HLS viewers as clients (SRS's `hls_ctx`): a playlist request without `hls_ctx`
+    /// is redirected to one with a new context, which the playlist's URIs then carry.
+    pub hls_ctx: bool,
 }
 
 impl Default for HlsConfig {
@@ -378,6 +385,7 @@ impl Default for HlsConfig {
             hls_ll: false,
             hls_part: 0.5,
             hls_path: String::new(),
+            hls_ctx: false,
         }
     }
 }
@@ -559,6 +567,7 @@ impl Config {
                 &vhost.http_hooks.on_unpublish,
                 &vhost.http_hooks.on_play,
                 &vhost.http_hooks.on_stop,
+                &vhost.http_hooks.on_hls,
             ]
             .into_iter()
             .flatten()

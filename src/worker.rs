@@ -131,6 +131,11 @@ impl Shared {
         true
     }
 
+    /// A new client serial number (for clients without a connection of their own: HLS).
+    pub fn next_serial(&self) -> u64 {
+        self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
     fn release_ip(&self, ip: IpAddr) {
         if self.config.max_connections_per_ip == 0 {
             return;
@@ -512,6 +517,7 @@ impl Worker {
         }
         if self.id == 0 {
             self.shared.hls.dispose_expired(now);
+            self.expire_hls_viewers(now);
         }
         self.counters.io = self.driver.counters();
         *self.shared.counters[self.id]
@@ -556,6 +562,44 @@ impl Worker {
             session.verdict(verdict, &mut self.ctx(conn, now));
         }
         self.put_session(conn, session);
+    }
+
+    /// HLS viewers that stopped asking: logged, `on_stop`.
+    fn expire_hls_viewers(&mut self, now: Instant) {
+        let config = &self.shared.config;
+        let gone = self.shared.hls.sessions.expire(now, |viewer| {
+            let fragment = config.vhost(&viewer.key.vhost).1.hls.hls_fragment;
+            Duration::from_secs_f64((3.0 * fragment).max(10.0))
+        });
+        for viewer in gone {
+            tracing::info!(
+                client = %viewer.client.id,
+                peer = %viewer.client.peer,
+                proto = "hls",
+                stream = %viewer.name,
+                bytes_out = viewer.client.bytes_out,
+                duration_ms = now.saturating_duration_since(viewer.client.started).as_millis() as u64,
+                "hls viewer left"
+            );
+            let hooks = &config.vhost(&viewer.key.vhost).1.http_hooks;
+            let urls = hooks.urls(crate::control::Hook::OnStop);
+            if let Some(mut body) = viewer.hook_body
+                && !urls.is_empty()
+            {
+                if let Some(fields) = body.as_object_mut() {
+                    fields.insert("action".into(), "on_stop".into());
+                    fields.remove("pageUrl");
+                }
+                let job = HookJob {
+                    hook: crate::control::Hook::OnStop,
+                    urls: urls.to_vec(),
+                    timeout: Duration::from_millis(hooks.timeout_ms),
+                    body,
+                    verdict: None,
+                };
+                let _ = self.shared.hooks.send(job);
+            }
+        }
     }
 
     fn hls_ready(&mut self, conns: &[(ConnId, u64)], now: Instant) {

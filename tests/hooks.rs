@@ -933,3 +933,73 @@ fn bodies(io: Io) {
     );
     server.assert_no_panic();
 }
+
+/// `on_hls` is POSTed once per HLS segment with SRS's body: the publisher's fields plus the
+/// segment's duration, file, url, m3u8, m3u8_url and seq_no.
+#[test]
+fn on_hls_body_matches_srs() {
+    common::require_ffmpeg();
+    common::on_each_backend(|io| {
+        let hooks = HookServer::start();
+        let config =
+            hooked(&[("on_hls", hooks.toml("okjson/on_hls"))], 3000).hls("hls_fragment", 1);
+        let server = Server::start(io, &config);
+        let mut ffmpeg = publish(&server, "cap?token=abc", 4.0);
+        let publisher = server
+            .expect_publish("live/cap", WAIT)
+            .client()
+            .expect("publisher id");
+        let first = hooks.expect("on_hls", WAIT, |r| {
+            r.body.get("seq_no") == Some(&Value::from(0))
+        });
+        hooks.expect("on_hls", WAIT, |r| {
+            r.body.get("seq_no") == Some(&Value::from(1))
+        });
+        let _ = ffmpeg.wait_exit(Duration::from_secs(15));
+
+        let keys: BTreeSet<&str> = first
+            .body
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let want: BTreeSet<&str> = [
+            "server_id",
+            "service_id",
+            "action",
+            "client_id",
+            "ip",
+            "vhost",
+            "app",
+            "tcUrl",
+            "stream",
+            "param",
+            "duration",
+            "cwd",
+            "file",
+            "url",
+            "m3u8",
+            "m3u8_url",
+            "seq_no",
+            "stream_url",
+            "stream_id",
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(keys, want, "[{io}] on_hls keys (SRS 7.0.18's)");
+        assert_eq!(
+            first.client_id(),
+            publisher,
+            "[{io}] the publisher's client id"
+        );
+        assert_eq!(first.str("url"), Some("live/cap-0.ts"), "[{io}]");
+        assert_eq!(first.str("m3u8_url"), Some("live/cap.m3u8"), "[{io}]");
+        assert_eq!(first.str("param"), Some("?token=abc"), "[{io}]");
+        assert_eq!(first.str("stream_url"), Some("/live/cap"), "[{io}]");
+        let duration = first.body.get("duration").and_then(Value::as_f64);
+        assert!(
+            duration.is_some_and(|d| (0.9..=1.6).contains(&d)),
+            "[{io}] a 1 s segment's duration: {duration:?}"
+        );
+        server.assert_no_panic();
+    });
+}

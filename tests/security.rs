@@ -137,6 +137,9 @@ fn allow_publish_deny_play() {
         server.expect_publish("live/s", WAIT);
         expect_rtmp_play_refused(io, &server, "s", "\"deny play all\"");
         expect_http_play_refused(io, &server, "s", "\"deny play all\"");
+        // HLS playlists and segments are play too.
+        let hls = http_client::get(server.http_port, "/live/s.m3u8").expect("GET m3u8");
+        assert_eq!(hls.status, 403, "[{io}] HLS refused by the rules");
         server.assert_no_panic();
     });
 }

@@ -144,6 +144,11 @@ pub fn render(counters: &[WorkerCounters], snapshot: &Snapshot, backend: &str) -
         counter(sum(|c| c.viewer_skipped_frames)),
     );
     registry.register(
+        "sluice_hls_requests",
+        "HLS and DASH playlists, init segments, segments and parts served",
+        counter(sum(|c| c.hls_requests)),
+    );
+    registry.register(
         "sluice_connections_refused",
         "Connections refused (connection limits, security rules, hooks)",
         counter(sum(|c| c.refused)),

@@ -34,6 +34,7 @@ pub enum Hook {
     OnUnpublish,
     OnPlay,
     OnStop,
+    OnHls,
 }
 
 impl Hook {
@@ -46,6 +47,7 @@ impl Hook {
             Hook::OnUnpublish => "on_unpublish",
             Hook::OnPlay => "on_play",
             Hook::OnStop => "on_stop",
+            Hook::OnHls => "on_hls",
         }
     }
 
@@ -161,12 +163,19 @@ impl ControlPlane {
                 snapshot.clients.extend(clients);
             }
         }
+        snapshot
+            .clients
+            .extend(self.shared.hls.sessions.views(std::time::Instant::now()));
         snapshot.clients.sort_by(|a, b| a.id.cmp(&b.id));
         snapshot
     }
 
     /// Closes a client wherever it is. Returns whether it existed.
     pub async fn kick(&self, client_id: &str) -> bool {
+        if let Some(viewer) = self.shared.hls.sessions.kick(client_id) {
+            tracing::info!(client = %viewer.client.id, "hls viewer kicked by the API");
+            return true;
+        }
         let snapshot = self.snapshot().await;
         let Some(client) = snapshot.clients.iter().find(|c| c.id == client_id) else {
             return false;

@@ -14,9 +14,11 @@
 //! hint announced parks its connection as a [`Waiter`]; when the packager adds a part it posts
 //! `WorkerMsg::HlsReady` to each waiting connection's worker, which asks again.
 
+pub mod disk;
 pub mod mpd;
 pub mod playlist;
 pub mod segmenter;
+pub mod sessions;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -414,9 +416,10 @@ impl HlsState {
     /// Forgets segments past what the playlist and the MPD list, keeping two more for clients
     /// that fetched the playlist just before (with `hls_cleanup` off, keeps everything until
     /// the stream is disposed).
-    pub fn trim(&mut self) {
+    pub fn trim(&mut self) -> Vec<u64> {
+        let mut removed = Vec::new();
         if !self.settings.cleanup {
-            return;
+            return removed;
         }
         let keep = self.settings.window.max(if self.settings.dash {
             self.settings.dash_timeshift
@@ -433,12 +436,12 @@ impl HlsState {
             count += 1;
         }
         while self.segments.len() > count {
-            if let Some(old) = self.segments.pop_front()
-                && old.discontinuity
-            {
-                self.discontinuity_seq += 1;
+            if let Some(old) = self.segments.pop_front() {
+                self.discontinuity_seq += u64::from(old.discontinuity);
+                removed.push(old.seq);
             }
         }
+        removed
     }
 
     /// A complete or open segment by sequence number.
@@ -498,6 +501,8 @@ pub struct HlsRegistry {
     streams: Mutex<HashMap<StreamKey, Arc<HlsStream>>>,
     /// `vhost/path` (with `[seq]` for numbered resources) → stream and what the path names.
     paths: Mutex<HashMap<String, (Arc<HlsStream>, PathKind)>>,
+    /// HLS viewers (`hls_ctx`).
+    pub sessions: sessions::HlsSessions,
 }
 
 /// What a registered path names, before its numbers are read.

@@ -92,8 +92,20 @@ struct DashBuilder {
     data: Vec<u8>,
 }
 
+/// A segment the packager completed (for `on_hls` and `hls_path`).
+#[derive(Debug, Clone, Copy)]
+pub struct Closed {
+    pub seq: u64,
+    /// Seconds.
+    pub duration: f64,
+}
+
 pub struct Packager {
     hls: Arc<HlsStream>,
+    /// Segments completed since the caller last looked.
+    closed: Vec<Closed>,
+    /// Segments that left the window since the caller last looked.
+    expired: Vec<u64>,
     settings: HlsSettings,
     ts: bool,
     video: Option<VideoTrack>,
@@ -125,6 +137,8 @@ impl Packager {
             !state.segments.is_empty() || state.open.is_some()
         };
         Packager {
+            closed: Vec::new(),
+            expired: Vec::new(),
             ts: settings.hls && !settings.fmp4,
             settings,
             hls,
@@ -144,6 +158,18 @@ impl Packager {
             dash: [DashBuilder::default(), DashBuilder::default()],
             init_ready: false,
         }
+    }
+
+    /// Segments completed and forgotten since the last call.
+    pub fn take_changes(&mut self) -> (Vec<Closed>, Vec<u64>) {
+        (
+            std::mem::take(&mut self.closed),
+            std::mem::take(&mut self.expired),
+        )
+    }
+
+    pub fn stream(&self) -> &Arc<HlsStream> {
+        &self.hls
     }
 
     /// Whether frames must carry MPEG-TS bytes for this packager.
@@ -657,8 +683,12 @@ impl Packager {
             bytes = segment.data.len(),
             "hls segment"
         );
+        self.closed.push(Closed {
+            seq: segment.seq,
+            duration: segment.duration,
+        });
         state.segments.push_back(segment);
-        state.trim();
+        self.expired.extend(state.trim());
         self.render(&mut state);
         std::mem::take(&mut state.waiters)
     }

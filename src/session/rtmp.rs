@@ -440,7 +440,9 @@ impl RtmpSession {
                     "publish started"
                 );
                 let (_, vhost) = ctx.shared.config.vhost(&parsed.vhost);
-                let outputs = PublishOutputs::start(&stream, ctx.shared);
+                let hls_hook = (!vhost.http_hooks.urls(Hook::OnHls).is_empty())
+                    .then(|| self.hook_body(Hook::OnHls, ctx, Some(&parsed)));
+                let outputs = PublishOutputs::start(&stream, ctx.shared, hls_hook);
                 self.role = Role::Publisher(Publisher {
                     stream,
                     request: parsed,

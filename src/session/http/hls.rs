@@ -9,8 +9,14 @@ use std::time::{Duration, Instant};
 use sluice_proto::http::{BodyFraming, RequestHead, Version};
 
 use super::{HttpSession, Refusal, State};
+use bytes::Bytes;
+
+use crate::control::{Hook, Verdict};
+use crate::hls::sessions::{HlsViewer, context_of, tag_playlist, with_context};
 use crate::hls::{Block, Body, HlsStream, Lookup, Resource, Waiter};
+use crate::session::{ClientInfo, HookSubject};
 use crate::request::StreamRequest;
+use crate::security::Method;
 use crate::session::Ctx;
 
 /// A request parked until its part exists.
@@ -22,6 +28,14 @@ pub(super) struct HlsWait {
     keep_alive: bool,
     head_only: bool,
     deadline: Instant,
+    /// The viewer's `hls_ctx`, when viewers are tracked.
+    context: Option<String>,
+}
+
+/// A new HLS viewer waiting for its `on_play` verdict.
+pub(super) struct HlsAdmission {
+    wait: HlsWait,
+    viewer: HlsViewer,
 }
 
 /// Reads `_HLS_msn` / `_HLS_part` from a query string.
@@ -54,11 +68,22 @@ impl HttpSession {
         let host = head.host().unwrap_or("");
         let query = head.query.unwrap_or("");
         let guess = StreamRequest::connect_vhost(&format!("http://{host}/"), &format!("?{query}"));
-        let (vhost, _) = ctx.shared.config.vhost(&guess);
+        let (vhost, vhost_config) = ctx.shared.config.vhost(&guess);
         let (stream, resource) = ctx
             .shared
             .hls
             .resolve(vhost, path.trim_start_matches('/'))?;
+        // Security rules hold for HLS and DASH players as for every other protocol.
+        if let Err(why) = vhost_config
+            .security
+            .check(Method::Play, self.client.peer.ip())
+        {
+            ctx.counters.refused += 1;
+            return Some(Err(Refusal {
+                status: 403,
+                why: format!("play refused by security rules: {why}"),
+            }));
+        }
         let block = match resource {
             Resource::Playlist => match blocking_params(query) {
                 Ok(block) => block,
@@ -66,6 +91,34 @@ impl HttpSession {
             },
             _ => None,
         };
+        let tracked = vhost_config.hls.hls_ctx
+            && matches!(
+                resource,
+                Resource::Playlist | Resource::Init | Resource::Segment(_) | Resource::Part(..)
+            );
+        let context = tracked
+            .then(|| context_of(query).map(str::to_string))
+            .flatten();
+        if tracked && context.is_none() && resource == Resource::Playlist {
+            // SRS's hls_ctx: name this viewer, and come back with the name.
+            let id = ctx.shared.hls.sessions.new_context(self.client.serial);
+            let location = with_context(head.path, query, &id);
+            let headers = [("Location", location.as_str())];
+            let keep_alive = head.keep_alive();
+            self.respond(
+                ctx,
+                head.version,
+                302,
+                &headers,
+                BodyFraming::Length(0),
+                keep_alive,
+                None,
+            );
+            if !keep_alive {
+                self.close_after_flush(ctx, "request done, no keep-alive".into());
+            }
+            return Some(Ok(()));
+        }
         let target = stream.state().target_duration;
         let wait = HlsWait {
             stream,
@@ -75,11 +128,123 @@ impl HttpSession {
             keep_alive: head.keep_alive(),
             head_only: head.method == "HEAD",
             deadline: ctx.now + Duration::from_secs(3 * target.max(1)),
+            context,
         };
         self.role
             .get_or_insert_with(|| ("hls".into(), path.to_string()));
+        if let Some(context) = &wait.context
+            && !ctx.shared.hls.sessions.touch(context, 0, ctx.now)
+        {
+            return Some(self.admit_viewer(wait, head, path, ctx));
+        }
         Some(self.answer_hls(wait, ctx))
     }
+
+    /// A request with a context not seen yet: a new viewer, admitted by `on_play` if the
+    /// vhost has it.
+    fn admit_viewer(
+        &mut self,
+        wait: HlsWait,
+        head: &RequestHead<'_>,
+        path: &str,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Refusal> {
+        let key = wait.stream.key.clone();
+        let query = head.query.unwrap_or("");
+        let request = StreamRequest {
+            vhost: key.vhost.clone(),
+            app: key.app.clone(),
+            stream: key.stream.clone(),
+            param: if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            },
+            tc_url: String::new(),
+        };
+        let client = ClientInfo::new(
+            ctx.shared.next_serial(),
+            ctx.conn,
+            self.client.peer,
+            ctx.now,
+        );
+        let hooks = &ctx.shared.config.vhost(&key.vhost).1.http_hooks;
+        let hook_body = hooks.enabled.then(|| {
+            let tc_url = format!("rtmp://{}/{}", key.vhost, key.app);
+            ctx.hook_body(
+                Hook::OnPlay,
+                &client,
+                HookSubject {
+                    vhost: &key.vhost,
+                    app: &key.app,
+                    stream: Some((&request, &key)),
+                    tc_url: &tc_url,
+                    page_url: "",
+                },
+            )
+        });
+        let asks = hook_body.is_some() && !hooks.urls(Hook::OnPlay).is_empty();
+        let viewer = HlsViewer {
+            client,
+            stream_id: ctx.shared.hub.stream_id(&key),
+            name: path.rsplit('/').next().unwrap_or(path).to_string(),
+            app: key.app.clone(),
+            stream: key.stream.clone(),
+            key,
+            last_seen: ctx.now,
+            hook_body,
+        };
+        if asks {
+            let hooks = &ctx.shared.config.vhost(&viewer.key.vhost).1.http_hooks;
+            let body = viewer.hook_body.clone().unwrap_or_default();
+            ctx.call_hook(Hook::OnPlay, hooks, body, self.client.serial);
+            self.state = State::HlsAdmitting(Box::new(HlsAdmission { wait, viewer }));
+            return Ok(());
+        }
+        self.viewer_admitted(&wait, viewer, ctx);
+        self.answer_hls(wait, ctx)
+    }
+
+    fn viewer_admitted(&mut self, wait: &HlsWait, viewer: HlsViewer, ctx: &Ctx<'_>) {
+        let Some(context) = wait.context.clone() else {
+            return;
+        };
+        tracing::info!(
+            client = %viewer.client.id,
+            peer = %viewer.client.peer,
+            vhost = %viewer.key.vhost,
+            stream = %format!("{}/{}", viewer.app, viewer.stream),
+            hls_ctx = %context,
+            "hls viewer started"
+        );
+        ctx.shared.hls.sessions.admit(context, viewer);
+    }
+
+    /// `on_play`'s verdict for a new HLS viewer.
+    pub(super) fn hls_verdict(&mut self, verdict: Verdict, ctx: &mut Ctx<'_>) {
+        let State::HlsAdmitting(admission) = std::mem::replace(&mut self.state, State::Requests)
+        else {
+            return;
+        };
+        let HlsAdmission { wait, viewer } = *admission;
+        let (version, keep_alive) = (wait.version, wait.keep_alive);
+        match verdict.result {
+            Ok(()) => {
+                self.viewer_admitted(&wait, viewer, ctx);
+                if let Err(refusal) = self.answer_hls(wait, ctx) {
+                    self.respond_error(ctx, version, refusal.status, keep_alive);
+                }
+                self.resume_requests(ctx);
+            }
+            Err(why) => {
+                tracing::warn!(client = %self.client.id, peer = %self.client.peer, hook = "on_play", reason = %why, "hls viewer refused by hook");
+                ctx.counters.refused += 1;
+                self.respond_error(ctx, version, 403, false);
+                self.close_after_flush(ctx, format!("refused by on_play: {why}"));
+            }
+        }
+    }
+
 
     /// Answers a request now, or parks it.
     fn answer_hls(&mut self, wait: HlsWait, ctx: &mut Ctx<'_>) -> Result<(), Refusal> {
@@ -128,7 +293,14 @@ impl HttpSession {
             ("Content-Type", body.content_type),
             ("Cache-Control", cache),
         ];
-        let len = body.data.len() as u64;
+        let data = match (&wait.context, wait.resource) {
+            (Some(context), Resource::Playlist) => Bytes::from(tag_playlist(&body.data, context)),
+            _ => body.data,
+        };
+        let len = data.len() as u64;
+        if let Some(context) = &wait.context {
+            ctx.shared.hls.sessions.touch(context, len, ctx.now);
+        }
         self.respond(
             ctx,
             wait.version,
@@ -140,7 +312,7 @@ impl HttpSession {
         );
         if !wait.head_only {
             self.client.bytes_out += len;
-            ctx.driver.send(ctx.conn, body.data);
+            ctx.driver.send(ctx.conn, data);
         }
         ctx.counters.hls_requests += 1;
         if !wait.keep_alive {

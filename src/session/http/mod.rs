@@ -89,6 +89,8 @@ enum State {
     WebSocket(Box<Player>, FrameDecoder),
     /// An HLS request parked until the part it waits for exists; later requests are buffered.
     HlsWaiting(Box<hls::HlsWait>),
+    /// A new HLS viewer waiting for `on_play`; later requests are buffered.
+    HlsAdmitting(Box<hls::HlsAdmission>),
     /// Closing after what is queued; input is ignored.
     Closing,
 }
@@ -165,7 +167,7 @@ impl HttpSession {
                 self.input.extend_from_slice(data);
             }
             State::WebSocket(..) => self.input.extend_from_slice(data),
-            State::HlsWaiting(_) => {
+            State::HlsWaiting(_) | State::HlsAdmitting(_) => {
                 // Pipelined requests behind a parked one, bounded like one request head.
                 if self.input.len() + data.len() <= self.limits.max_head_size {
                     self.input.extend_from_slice(data);
@@ -180,7 +182,11 @@ impl HttpSession {
         match self.state {
             State::Requests => self.serve_requests(ctx),
             State::WebSocket(..) => self.websocket_input(ctx),
-            State::Live(_) | State::Waiting(_) | State::HlsWaiting(_) | State::Closing => {}
+            State::Live(_)
+            | State::Waiting(_)
+            | State::HlsWaiting(_)
+            | State::HlsAdmitting(_)
+            | State::Closing => {}
         }
     }
 
@@ -494,6 +500,10 @@ impl HttpSession {
 
     /// A hook's verdict for a parked live request.
     pub fn verdict(&mut self, verdict: Verdict, ctx: &mut Ctx<'_>) {
+        if matches!(self.state, State::HlsAdmitting(_)) {
+            self.hls_verdict(verdict, ctx);
+            return;
+        }
         if !matches!(self.state, State::Waiting(_)) {
             return;
         }

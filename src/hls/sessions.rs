@@ -1,0 +1,215 @@
+//! HLS viewers as clients, SRS's `hls_ctx` way: HTTP requests are stateless, so a playlist
+//! request without `hls_ctx` is redirected (302) to the same URL with a new, unguessable
+//! `hls_ctx`, and the playlist it then gets names every segment with that context. Requests
+//! carrying a context belong to one viewer: admitted once (security rules, `on_play`), counted
+//! in the API's clients and the stream's, and forgotten — with `on_stop` — when it has made no
+//! request for a while.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::control::views::ClientView;
+use crate::hub::StreamKey;
+use crate::session::ClientInfo;
+
+/// One HLS viewer.
+pub struct HlsViewer {
+    pub client: ClientInfo,
+    pub key: StreamKey,
+    pub stream_id: u64,
+    /// The playlist path as requested (the API's `name`).
+    pub name: String,
+    pub app: String,
+    pub stream: String,
+    pub last_seen: Instant,
+    /// The `on_play` body it was admitted with (turned into its `on_stop`).
+    pub hook_body: Option<serde_json::Value>,
+}
+
+#[derive(Default)]
+pub struct HlsSessions {
+    viewers: Mutex<HashMap<String, HlsViewer>>,
+    ids: std::hash::RandomState,
+}
+
+impl HlsSessions {
+    fn viewers(&self) -> MutexGuard<'_, HashMap<String, HlsViewer>> {
+        self.viewers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new context id: 8 characters nobody can guess from the ones they were given.
+    pub fn new_context(&self, serial: u64) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut x = self.ids.hash_one((serial, nanos));
+        const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        (0..8)
+            .map(|_| {
+                let digit = DIGITS[(x % 36) as usize] as char;
+                x /= 36;
+                digit
+            })
+            .collect()
+    }
+
+    /// Counts a request of a known viewer (`bytes` sent); `false` for an unknown context.
+    pub fn touch(&self, context: &str, bytes: u64, now: Instant) -> bool {
+        match self.viewers().get_mut(context) {
+            Some(viewer) => {
+                viewer.last_seen = now;
+                viewer.client.bytes_out += bytes;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn admit(&self, context: String, viewer: HlsViewer) {
+        self.viewers().insert(context, viewer);
+    }
+
+    /// Viewers not seen for `timeout`, removed.
+    pub fn expire(&self, now: Instant, timeout: impl Fn(&HlsViewer) -> Duration) -> Vec<HlsViewer> {
+        let mut viewers = self.viewers();
+        let gone: Vec<String> = viewers
+            .iter()
+            .filter(|(_, v)| now >= v.last_seen + timeout(v))
+            .map(|(context, _)| context.clone())
+            .collect();
+        let mut out: Vec<HlsViewer> = gone.iter().filter_map(|c| viewers.remove(c)).collect();
+        for viewer in viewers.values_mut() {
+            let (bytes_in, bytes_out) = (viewer.client.bytes_in, viewer.client.bytes_out);
+            viewer.client.rate.sample(now, bytes_in, bytes_out);
+        }
+        out.sort_by_key(|v| v.client.serial);
+        out
+    }
+
+    /// The API's kick: forgets the viewer (its next request is a new viewer, admitted again).
+    pub fn kick(&self, id: &str) -> Option<HlsViewer> {
+        let mut viewers = self.viewers();
+        let context = viewers
+            .iter()
+            .find(|(_, v)| v.client.id == id)
+            .map(|(c, _)| c.clone())?;
+        viewers.remove(&context)
+    }
+
+    /// Every HLS viewer as an API client.
+    pub fn views(&self, now: Instant) -> Vec<ClientView> {
+        self.viewers()
+            .values()
+            .map(|v| ClientView {
+                vhost: v.key.vhost.clone(),
+                app: v.app.clone(),
+                stream: v.stream.clone(),
+                stream_id: Some(v.stream_id),
+                name: v.name.clone(),
+                tc_url: format!("http://{}/{}", v.key.vhost, v.app),
+                kind: "hls-play",
+                ..v.client.view(now, 0)
+            })
+            .collect()
+    }
+}
+
+/// `path?query` with `hls_ctx=context` added to the query.
+pub fn with_context(path: &str, query: &str, context: &str) -> String {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("hls_ctx="))
+        .collect();
+    if kept.is_empty() {
+        format!("{path}?hls_ctx={context}")
+    } else {
+        format!("{path}?{}&hls_ctx={context}", kept.join("&"))
+    }
+}
+
+/// The playlist with `hls_ctx` on every URI it names (segment lines and `URI="..."`
+/// attributes), so the viewer's segment requests are counted as its own.
+pub fn tag_playlist(playlist: &[u8], context: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(playlist);
+    let mut out = String::with_capacity(text.len() + 32 * text.lines().count());
+    for line in text.lines() {
+        if line.is_empty() {
+            out.push('\n');
+            continue;
+        }
+        if !line.starts_with('#') {
+            let join = if line.contains('?') { '&' } else { '?' };
+            out.push_str(line);
+            out.push(join);
+            out.push_str("hls_ctx=");
+            out.push_str(context);
+        } else if let Some(start) = line.find("URI=\"") {
+            let value_start = start + 5;
+            match line[value_start..].find('"') {
+                Some(len) => {
+                    let uri = &line[value_start..value_start + len];
+                    let join = if uri.contains('?') { '&' } else { '?' };
+                    out.push_str(&line[..value_start + len]);
+                    out.push(join);
+                    out.push_str("hls_ctx=");
+                    out.push_str(context);
+                    out.push_str(&line[value_start + len..]);
+                }
+                None => out.push_str(line),
+            }
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// The `hls_ctx` of a query, if any.
+pub fn context_of(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("hls_ctx="))
+        .filter(|c| !c.is_empty() && c.len() <= 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playlists_are_tagged_with_the_context() {
+        let playlist = b"#EXTM3U\n#EXT-X-MAP:URI=\"cam-init.mp4\"\n#EXTINF:2.000,\ncam-0.m4s\n\
+#EXT-X-PART:DURATION=0.500,URI=\"cam-1.0.m4s\",INDEPENDENT=YES\n\
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"cam-1.1.m4s\"\n";
+        let tagged = String::from_utf8(tag_playlist(playlist, "abc")).unwrap();
+        assert_eq!(
+            tagged,
+            "#EXTM3U\n#EXT-X-MAP:URI=\"cam-init.mp4?hls_ctx=abc\"\n#EXTINF:2.000,\n\
+cam-0.m4s?hls_ctx=abc\n#EXT-X-PART:DURATION=0.500,URI=\"cam-1.0.m4s?hls_ctx=abc\",INDEPENDENT=YES\n\
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"cam-1.1.m4s?hls_ctx=abc\"\n"
+        );
+    }
+
+    #[test]
+    fn redirect_keeps_the_query() {
+        assert_eq!(with_context("/live/s.m3u8", "", "x"), "/live/s.m3u8?hls_ctx=x");
+        assert_eq!(
+            with_context("/live/s.m3u8", "token=1&hls_ctx=old", "x"),
+            "/live/s.m3u8?token=1&hls_ctx=x"
+        );
+        assert_eq!(context_of("a=1&hls_ctx=q"), Some("q"));
+        assert_eq!(context_of("hls_ctx="), None);
+    }
+
+    #[test]
+    fn contexts_differ() {
+        let sessions = HlsSessions::default();
+        let a = sessions.new_context(1);
+        let b = sessions.new_context(1);
+        assert_eq!(a.len(), 8);
+        assert_ne!(a, b);
+    }
+}
