@@ -106,7 +106,7 @@ fn hls_viewers_are_named_counted_admitted_and_expire() {
         assert!(
             !api.clients()
                 .iter()
-                .any(|c| c["id"] == Value::from(id.as_str())),
+                .any(|c| c["id"] == id.as_str()),
             "[{io}] the viewer left the API's list"
         );
         server.assert_no_panic();

@@ -9,6 +9,8 @@
 #![allow(dead_code)]
 
 pub mod api_client;
+pub mod browser;
+pub mod hls;
 pub mod hook_server;
 pub mod http_client;
 pub mod rtmp_client;
