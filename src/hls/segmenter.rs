@@ -335,10 +335,11 @@ impl Packager {
             let fragment_ms = (self.settings.fragment * 1000.0) as i64;
             let cut_segment = (frame.keyframe && segment_ms >= fragment_ms)
                 || segment_ms >= (fragment_ms * 4).max(20_000);
-            // Half a frame of slack: millisecond timestamps jitter (33, 34, 33 ms at 30 fps).
-            let part_ms = out_ms + self.video_interval_ms / 2 - self.part.start_ms;
+            // Would this frame end past the part target? Two milliseconds of slack: millisecond
+            // timestamps jitter (33, 34, 33 ms at 30 fps).
+            let part_ms = out_ms + self.video_interval_ms - self.part.start_ms;
             let cut_part = self.settings.low_latency
-                && part_ms > (self.settings.part_target * 1000.0).round() as i64;
+                && part_ms > (self.settings.part_target * 1000.0).round() as i64 + 2;
             if cut_segment {
                 woken.extend(self.close_part(out_ms));
                 woken.extend(self.close_segment());
