@@ -379,6 +379,8 @@ impl HlsStream {
                 }
                 _ => Lookup::NotFound,
             },
+            // Parts are an LL-HLS resource: no playlist names them otherwise.
+            Resource::Part(..) if !state.settings.low_latency => Lookup::NotFound,
             Resource::Part(seq, index) => {
                 let content_type = if state.settings.fmp4 {
                     "video/iso.segment"

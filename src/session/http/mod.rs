@@ -208,10 +208,14 @@ impl HttpSession {
                 }
             }
         }
-        if matches!(self.state, State::Requests) {
+        // Requests behind a parked HLS request wait in the buffer for it to be answered.
+        if matches!(
+            self.state,
+            State::Requests | State::HlsWaiting(_) | State::HlsAdmitting(_)
+        ) {
             self.input = input;
             self.input.drain(..consumed);
-            if self.input.is_empty() {
+            if matches!(self.state, State::Requests) && self.input.is_empty() {
                 self.idle_deadline = ctx.now
                     + Duration::from_millis(ctx.shared.config.http_server.keepalive_timeout_ms);
             }
