@@ -120,8 +120,24 @@ pub fn http_date(time: SystemTime) -> String {
     )
 }
 
+/// `http_date` of now, formatted at most once a second per thread (every response's `Date`).
+pub fn http_date_now() -> String {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != second {
+            *cache = (second, http_date(now));
+        }
+        cache.1.clone()
+    })
+}
+
 /// Days since 1970-01-01 to (year, month, day): Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

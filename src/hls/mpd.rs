@@ -41,7 +41,9 @@ pub fn render(state: &HlsState, naming: &Naming, now_unix_ms: u64) -> String {
         settings.dash_update_period,
         settings.fragment,
         settings.dash_timeshift,
-        (max_duration * 2.0).max(settings.fragment),
+        // Players learn of new segments only by reloading the MPD: stay an update period
+        // plus a segment behind the edge, and never less than two segments.
+        (max_duration * 2.0).max(settings.dash_update_period + max_duration.max(settings.fragment)),
         max_duration.max(settings.fragment),
     );
     let uri = |path: &str| Naming::relative(&naming.mpd, path);
@@ -110,6 +112,14 @@ pub fn render(state: &HlsState, naming: &Naming, now_unix_ms: u64) -> String {
             "</SegmentTimeline>\n</SegmentTemplate>\n</Representation>\n</AdaptationSet>\n",
         );
     }
-    out.push_str("</Period>\n</MPD>\n");
+    out.push_str("</Period>\n");
+    // Where players read the server's clock (the `Date` of a HEAD of the MPD), rather than a
+    // public time server they may not reach.
+    let _ = writeln!(
+        out,
+        "<UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-head:2014\" value=\"/{}\"/>",
+        naming.mpd
+    );
+    out.push_str("</MPD>\n");
     out
 }

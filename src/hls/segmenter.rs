@@ -283,11 +283,23 @@ impl Packager {
                 offset
             }
             None => {
-                let base = if self.started_before() {
+                let (timeline_end, epoch) = {
+                    let state = self.hls.state();
+                    (state.timeline_end_ms, state.dash_epoch_unix_ms)
+                };
+                let continued = if self.started_before() {
                     self.last_out_ms + self.video_interval_ms
                 } else {
-                    self.hls.state().timeline_end_ms
+                    timeline_end
                 };
+                // After a pause (republish, a stalled publisher) the timeline resumes at the
+                // wall clock, so DASH availability and EXT-X-PROGRAM-DATE-TIME stay true.
+                let wall = if epoch == 0 {
+                    0
+                } else {
+                    unix_ms().saturating_sub(epoch) as i64
+                };
+                let base = continued.max(wall);
                 let offset = base - in_ms;
                 self.offset_ms = Some(offset);
                 offset
@@ -715,7 +727,9 @@ impl Packager {
         if self.settings.hls {
             state.playlist = Bytes::from(super::playlist::render(state, &self.hls.naming));
         }
-        if self.settings.dash {
+        // No MPD until it can list media: dash.js cannot start from an empty period.
+        let dash_media = state.segments.iter().any(|s| s.dash.iter().any(Option::is_some));
+        if self.settings.dash && dash_media {
             state.mpd = Bytes::from(super::mpd::render(state, &self.hls.naming, unix_ms()));
         }
     }

@@ -3,9 +3,12 @@
 //! `publish` sends a synthetic H.264+AAC stream (or an FLV file, looped) in real time;
 //! `rtmp-play` opens N players of a stream — optionally publishing it from the same process,
 //! which lets it measure publish→receive latency — and reports what the players saw as JSON
-//! (plus a one-line summary on stderr). Runs on io_uring or epoll, like the server.
+//! (plus a one-line summary on stderr). `flv-play` and `hls-play` do the same for HTTP-FLV and
+//! HLS viewers. Runs on io_uring or epoll, like the server.
 
 mod flv;
+mod hls;
+mod http;
 mod procstat;
 mod run;
 mod source;
@@ -78,6 +81,19 @@ enum Mode {
         #[arg(long)]
         url: String,
         /// Also publish the stream from this process to this RTMP URL (needed for latency).
+        #[arg(long)]
+        publish_to: Option<String>,
+        #[command(flatten)]
+        play: PlayArgs,
+    },
+    /// Open N HLS viewers of a media playlist (http://host:port/app/stream.m3u8): each fetches
+    /// the playlist and every new segment from the live edge on one keep-alive connection, and
+    /// is judged on media seconds received per wall second and on whether its buffer would
+    /// have run dry. Viewers start once the playlist lists three segments.
+    HlsPlay {
+        #[arg(long)]
+        url: String,
+        /// Also publish the stream from this process to this RTMP URL.
         #[arg(long)]
         publish_to: Option<String>,
         #[command(flatten)]
@@ -218,7 +234,7 @@ fn run(
                 complex_handshake: false,
                 server_pids: server_pids.clone(),
             };
-            (url, plan, f64::from(source.fps), "publish")
+            (url, plan, Some(f64::from(source.fps)), "publish")
         }
         Mode::RtmpPlay {
             url,
@@ -246,7 +262,7 @@ fn run(
                 complex_handshake,
                 server_pids: server_pids.clone(),
             };
-            (url, plan, play.expected_fps(), "rtmp-play")
+            (url, plan, Some(play.expected_fps()), "rtmp-play")
         }
         Mode::FlvPlay {
             url,
@@ -280,7 +296,40 @@ fn run(
                 complex_handshake: false,
                 server_pids: server_pids.clone(),
             };
-            (url, plan, play.expected_fps(), "flv-play")
+            (url, plan, Some(play.expected_fps()), "flv-play")
+        }
+        Mode::HlsPlay {
+            url,
+            publish_to,
+            play,
+        } => {
+            let (play_addr, host, path) = parse_http_url(&url)?;
+            let rtmp = publish_to
+                .clone()
+                .unwrap_or_else(|| "rtmp://127.0.0.1/live/unused".into());
+            let parsed = RtmpUrl::parse(&rtmp).map_err(|e| format!("{rtmp}: {e}"))?;
+            let plan = Plan {
+                backend,
+                addr: if publish_to.is_some() {
+                    run::resolve(&parsed)?
+                } else {
+                    play_addr
+                },
+                url: parsed,
+                protocol: PlayProtocol::Hls { host, path },
+                play_addr,
+                viewers: play.viewers,
+                ramp_per_s: play.ramp,
+                publish: match publish_to {
+                    Some(_) => Some(play.source.open()?),
+                    None => None,
+                },
+                warmup: Duration::from_secs_f64(play.warmup),
+                measure: Duration::from_secs_f64(play.duration),
+                complex_handshake: false,
+                server_pids: server_pids.clone(),
+            };
+            (url, plan, None, "hls-play")
         }
     };
     let outcome = Runner::new(plan)?.run();

@@ -1,21 +1,28 @@
 //! The load generator's event loop: one driver (io_uring or epoll, like the server), an
-//! optional in-process publisher, and any number of RTMP players, all on this thread.
+//! optional in-process publisher, and any number of RTMP, HTTP-FLV or HLS players, all on this
+//! thread.
 //!
 //! Players keep only the first bytes of each media message (`ChunkReaderConfig::media_prefix`):
 //! enough to classify it and read the synthetic frame number, so receiving costs the kernel's
 //! copy into our buffers and a header parse, not a second copy of every payload.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
 
 use sluice_proto::rtmp::chunk::ChunkReaderConfig;
 use sluice_proto::rtmp::{
     ClientConfig, ClientEvent, ClientOutput, ClientSession, HandshakeKind, MediaKind, RtmpUrl,
 };
-use sluice_ring::{Backend, CloseReason, ConnId, Driver, DriverConfig, Event};
+use sluice_ring::{
+    Backend, CloseReason, ConnId, Driver, DriverConfig, Event, INLINE_HEAD, RecvBuf,
+};
 
 use crate::flv::{FlvEvent, FlvReader};
+use crate::hls;
 use crate::procstat;
 use crate::source::{Source, read_marker};
 use crate::stats::{Histogram, ViewerStats};
@@ -28,12 +35,21 @@ const CONNECTS_PER_TURN: usize = 256;
 const PLAY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long send times of synthetic frames are kept for latency matching.
 const SENT_HISTORY: usize = 30 * 120;
+/// The viewer number of the HLS start-up probe.
+const PROBE: usize = usize::MAX;
+/// How long HLS viewers wait for the playlist to list enough segments before starting anyway.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How players play.
 pub enum PlayProtocol {
     Rtmp,
     /// HTTP-FLV: GET `path` with this Host header.
     Flv {
+        host: String,
+        path: String,
+    },
+    /// HLS: `path` is the media playlist.
+    Hls {
         host: String,
         path: String,
     },
@@ -85,11 +101,76 @@ pub fn resolve(url: &RtmpUrl) -> Result<SocketAddr, String> {
 enum PlayerClient {
     Rtmp(Box<ClientSession>),
     Flv(Box<FlvReader>),
+    /// One of an HLS viewer's connections; the viewer is `hls.viewers[stats]`.
+    Hls,
 }
 
 struct Player {
     client: PlayerClient,
+    /// The viewer: its index in `stats` (or [`PROBE`]).
     stats: usize,
+    /// Ids are reused once closed, and an HLS viewer may open a connection before the `Closed`
+    /// of its last one is handled: events are matched against the whole id.
+    conn: ConnId,
+}
+
+/// `hls-play`: the viewers, the start-up probe and their timers.
+struct HlsPlay {
+    /// The playlist request, and the pieces around a segment URI: shared by every viewer, so a
+    /// request costs refcounts and a URI copied inline into the send queue.
+    playlist_request: Bytes,
+    get_dir: Bytes,
+    get_root: Bytes,
+    request_end: Bytes,
+    /// Indexed like `Runner::stats`.
+    viewers: Vec<hls::Viewer>,
+    /// Reloads the playlist until it lists enough segments to start at the live edge, so
+    /// viewers join a running stream, as in life.
+    probe: Option<(hls::Viewer, ViewerStats)>,
+    probe_started: Option<Instant>,
+    ready: bool,
+    /// (when, viewer); an entry is live if it equals the viewer's `wake_at`.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+}
+
+impl HlsPlay {
+    fn new(host: &str, path: &str) -> HlsPlay {
+        let end =
+            format!(" HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-load\r\nAccept: */*\r\n\r\n");
+        let without_query = path.split('?').next().unwrap_or(path);
+        let dir = &without_query[..without_query.rfind('/').map_or(0, |i| i + 1)];
+        HlsPlay {
+            playlist_request: Bytes::from(format!("GET {path}{end}")),
+            get_dir: Bytes::from(format!("GET {dir}")),
+            get_root: Bytes::from_static(b"GET "),
+            request_end: Bytes::from(end),
+            viewers: Vec::new(),
+            probe: None,
+            probe_started: None,
+            ready: false,
+            timers: BinaryHeap::new(),
+        }
+    }
+}
+
+/// An HLS viewer (or the probe) and its stats.
+fn hls_viewer<'a>(
+    viewers: &'a mut [hls::Viewer],
+    probe: &'a mut Option<(hls::Viewer, ViewerStats)>,
+    stats: &'a mut [ViewerStats],
+    v: usize,
+) -> Option<(&'a mut hls::Viewer, &'a mut ViewerStats)> {
+    if v == PROBE {
+        probe.as_mut().map(|(viewer, stats)| (viewer, stats))
+    } else {
+        Some((viewers.get_mut(v)?, stats.get_mut(v)?))
+    }
+}
+
+fn unix_now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 struct Publisher {
@@ -119,6 +200,7 @@ pub struct Runner {
     own: [Option<procstat::Sample>; 2],
     /// Reused for FLV players' tags.
     flv_events: Vec<FlvEvent>,
+    hls: Option<HlsPlay>,
 }
 
 impl Runner {
@@ -133,7 +215,12 @@ impl Runner {
         )
         .map_err(|e| format!("cannot start the {} driver: {e}", plan.backend))?;
         let now = Instant::now();
+        let hls = match &plan.protocol {
+            PlayProtocol::Hls { host, path } => Some(HlsPlay::new(host, path)),
+            _ => None,
+        };
         Ok(Runner {
+            hls,
             driver,
             players: Vec::new(),
             stats: Vec::with_capacity(plan.viewers),
@@ -175,7 +262,12 @@ impl Runner {
             + PLAY_TIMEOUT
             + self.plan.warmup
             + self.plan.measure
-            + Duration::from_secs(30);
+            + Duration::from_secs(30)
+            + if self.hls.is_some() {
+                PROBE_TIMEOUT
+            } else {
+                Duration::ZERO
+            };
         loop {
             let now = Instant::now();
             self.open_players(now);
@@ -189,7 +281,10 @@ impl Runner {
                 self.server[1] = self.sample_server();
                 self.own[0] = procstat::sample(&[std::process::id()]);
             }
-            if now >= self.window.1 || now >= deadline_if_stuck {
+            let publisher_failed = self.publisher.as_ref().is_some_and(|p| p.failure.is_some());
+            if now >= self.window.1 || now >= deadline_if_stuck || publisher_failed {
+                // Cut short: the window ends here.
+                self.window = (self.window.0.min(now), self.window.1.min(now));
                 self.server[2] = self.sample_server();
                 self.own[1] = procstat::sample(&[std::process::id()]);
                 break;
@@ -203,6 +298,7 @@ impl Runner {
             while let Some(event) = self.driver.next_event() {
                 self.handle(event, now);
             }
+            self.hls_timers(now);
             self.check_play_timeouts(now);
         }
         let window = self.window;
@@ -228,8 +324,11 @@ impl Runner {
 
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = now + Duration::from_millis(50);
-        if self.opened < self.plan.viewers {
+        if self.opened < self.plan.viewers && !self.players_gated() {
             wake = wake.min(self.connect_due(self.opened));
+        }
+        if let Some(Reverse((at, _))) = self.hls.as_ref().and_then(|h| h.timers.peek()) {
+            wake = wake.min(*at);
         }
         if let Some(p) = &self.publisher
             && let (Some(started), Some(next)) = (p.started, &p.pending)
@@ -237,6 +336,14 @@ impl Runner {
             wake = wake.min(started + Duration::from_millis(next.timestamp));
         }
         wake.min(self.window.1).max(now)
+    }
+
+    /// HTTP players wait for the in-process publisher, HLS viewers for the probe.
+    fn players_gated(&self) -> bool {
+        let http = !matches!(self.plan.protocol, PlayProtocol::Rtmp);
+        let waiting_publisher = self.publisher.as_ref().is_some_and(|p| p.started.is_none());
+        (http && self.opened == 0 && waiting_publisher)
+            || self.hls.as_ref().is_some_and(|h| !h.ready)
     }
 
     fn connect_due(&self, index: usize) -> Instant {
@@ -257,6 +364,15 @@ impl Runner {
                 None => {}
             }
         }
+        if self.hls.as_ref().is_some_and(|h| !h.ready) {
+            if publishing == Some(None) {
+                return;
+            }
+            self.hls_probe(now);
+            if self.hls.as_ref().is_some_and(|h| !h.ready) {
+                return;
+            }
+        }
         let mut opened_now = 0;
         while self.opened < self.plan.viewers
             && self.connect_due(self.opened) <= now
@@ -269,6 +385,12 @@ impl Runner {
             });
             self.opened += 1;
             opened_now += 1;
+            if let Some(h) = &mut self.hls {
+                self.stats[stats_index].hls = Some(Default::default());
+                h.viewers.push(hls::Viewer::new(now, false));
+                self.hls_drive(stats_index, now, true);
+                continue;
+            }
             match self.driver.connect(self.plan.play_addr) {
                 Ok(conn) => {
                     let client = match &self.plan.protocol {
@@ -288,6 +410,7 @@ impl Runner {
                             self.driver.send(conn, request.into());
                             PlayerClient::Flv(Box::default())
                         }
+                        PlayProtocol::Hls { .. } => unreachable!("opened above"),
                     };
                     let index = conn.index();
                     if self.players.len() <= index {
@@ -296,6 +419,7 @@ impl Runner {
                     self.players[index] = Some(Player {
                         client,
                         stats: stats_index,
+                        conn,
                     });
                 }
                 Err(e) => self.stats[stats_index].failure = Some(format!("connect: {e}")),
@@ -378,6 +502,15 @@ impl Runner {
                     self.driver.release(buf);
                     return;
                 };
+                if player.conn != conn {
+                    self.driver.release(buf);
+                    return;
+                }
+                if let PlayerClient::Hls = player.client {
+                    let viewer = player.stats;
+                    self.hls_received(conn, viewer, buf, now);
+                    return;
+                }
                 let stats = &mut self.stats[player.stats];
                 if now >= self.window.0 && now <= self.window.1 {
                     stats.window_bytes += data.len() as u64;
@@ -394,6 +527,7 @@ impl Runner {
                             .feed(data, &mut self.flv_events)
                             .map_err(|e| e.to_string())
                     }
+                    PlayerClient::Hls => unreachable!("handled above"),
                 };
                 self.driver.release(buf);
                 if let Err(e) = result {
@@ -406,6 +540,7 @@ impl Runner {
                 match player.client {
                     PlayerClient::Rtmp(_) => self.player_events(conn, now),
                     PlayerClient::Flv(_) => self.flv_events(conn, now),
+                    PlayerClient::Hls => {}
                 }
             }
             Event::Closed { conn, reason } => {
@@ -417,8 +552,13 @@ impl Runner {
                     return;
                 }
                 if let Some(slot) = self.players.get_mut(conn.index())
+                    && slot.as_ref().is_some_and(|p| p.conn == conn)
                     && let Some(player) = slot.take()
                 {
+                    if let PlayerClient::Hls = player.client {
+                        self.hls_closed(conn, player.stats, reason, now);
+                        return;
+                    }
                     let stats = &mut self.stats[player.stats];
                     if reason != CloseReason::Local {
                         stats.failure.get_or_insert_with(|| match reason {
@@ -525,7 +665,9 @@ impl Runner {
             let Some(player) = &self.players[index] else {
                 continue;
             };
-            let stats = &mut self.stats[player.stats];
+            let Some(stats) = self.stats.get_mut(player.stats) else {
+                continue; // the HLS probe
+            };
             if stats.playing.is_none()
                 && stats.failure.is_none()
                 && stats.started.is_some_and(|s| now > s + PLAY_TIMEOUT)
@@ -533,6 +675,237 @@ impl Runner {
                 stats.failure = Some("timeout: not playing after 15 s".into());
             }
         }
+    }
+}
+
+/// HLS viewers.
+impl Runner {
+    /// Starts the probe, or gives up waiting for it.
+    fn hls_probe(&mut self, now: Instant) {
+        let Some(h) = &mut self.hls else {
+            return;
+        };
+        match h.probe_started {
+            None => {
+                h.probe = Some((hls::Viewer::new(now, true), ViewerStats::default()));
+                h.probe_started = Some(now);
+                self.hls_drive(PROBE, now, true);
+            }
+            Some(started) if now > started + PROBE_TIMEOUT => {
+                let why = h
+                    .probe
+                    .as_ref()
+                    .and_then(|(_, stats)| stats.failure.clone());
+                eprintln!(
+                    "sluice-load: the playlist did not list {} segments in {} s{}; starting the \
+                     viewers anyway",
+                    hls::LIVE_EDGE_SEGMENTS,
+                    PROBE_TIMEOUT.as_secs(),
+                    why.map_or(String::new(), |why| format!(" (probe: {why})"))
+                );
+                self.hls_ready(now);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The stream is ready for viewers: drop the probe and start the ramp.
+    fn hls_ready(&mut self, now: Instant) {
+        let Some(h) = &mut self.hls else {
+            return;
+        };
+        if let Some((probe, _)) = h.probe.take()
+            && let Some(conn) = probe.conn
+        {
+            self.driver.close(conn);
+        }
+        h.ready = true;
+        self.started = self.started.max(now);
+        // RSS "before the viewers": the stream's first segments are stored by now (its window
+        // keeps filling, though: RSS per viewer is an upper bound for HLS).
+        self.server[0] = self.sample_server();
+    }
+
+    /// Sends viewer `v`'s next request if it is due, else sets its timer. New connections are
+    /// opened only when `may_connect` (outside event handling: a `Closed` still queued may
+    /// carry the index a new connection would get).
+    fn hls_drive(&mut self, v: usize, now: Instant, may_connect: bool) {
+        let Some(h) = &mut self.hls else {
+            return;
+        };
+        let Some((viewer, stats)) = hls_viewer(&mut h.viewers, &mut h.probe, &mut self.stats, v)
+        else {
+            return;
+        };
+        let wake = if let Some(deadline) = viewer.deadline() {
+            Some(deadline)
+        } else if viewer.conn.is_none() && !may_connect {
+            Some(now)
+        } else {
+            match viewer.next(now) {
+                hls::Next::Done => None,
+                hls::Next::WaitUntil(at) => Some(at),
+                next => {
+                    let conn = match viewer.conn {
+                        Some(conn) => Ok(conn),
+                        None => self.driver.connect(self.plan.play_addr),
+                    };
+                    match conn {
+                        Ok(conn) => {
+                            if viewer.conn.is_none() {
+                                viewer.conn = Some(conn);
+                                viewer.connections += 1;
+                                if viewer.connections > 1 {
+                                    stats.hls_mut().reconnects += 1;
+                                }
+                                let index = conn.index();
+                                if self.players.len() <= index {
+                                    self.players.resize_with(index + 1, || None);
+                                }
+                                self.players[index] = Some(Player {
+                                    client: PlayerClient::Hls,
+                                    stats: v,
+                                    conn,
+                                });
+                            }
+                            match next {
+                                hls::Next::Uri(uri) => {
+                                    let (base, target) = hls::request_target(&viewer.text()[uri]);
+                                    let get = match base {
+                                        hls::Base::Dir => &h.get_dir,
+                                        hls::Base::Root => &h.get_root,
+                                    };
+                                    self.driver.send(conn, get.clone());
+                                    for piece in target.chunks(INLINE_HEAD) {
+                                        self.driver.send_copy(conn, piece);
+                                    }
+                                    self.driver.send(conn, h.request_end.clone());
+                                }
+                                _ => self.driver.send(conn, h.playlist_request.clone()),
+                            }
+                            stats.hls_mut().requests += 1;
+                            viewer.deadline()
+                        }
+                        Err(e) => {
+                            stats.hls_failure(format!("connect: {e}"));
+                            Some(viewer.abort(now))
+                        }
+                    }
+                }
+            }
+        };
+        viewer.wake_at = wake;
+        if let Some(at) = wake {
+            h.timers.push(Reverse((at, v)));
+        }
+    }
+
+    /// Runs the viewers whose timers are due.
+    fn hls_timers(&mut self, now: Instant) {
+        loop {
+            let Some(h) = &mut self.hls else {
+                return;
+            };
+            let Some(&Reverse((at, v))) = h.timers.peek() else {
+                return;
+            };
+            if at > now {
+                return;
+            }
+            h.timers.pop();
+            let Some((viewer, stats)) =
+                hls_viewer(&mut h.viewers, &mut h.probe, &mut self.stats, v)
+            else {
+                continue;
+            };
+            if viewer.wake_at != Some(at) {
+                continue; // superseded
+            }
+            viewer.wake_at = None;
+            if viewer.deadline().is_some_and(|deadline| now >= deadline) {
+                if let Some(conn) = viewer.conn {
+                    self.driver.close(conn);
+                }
+                viewer.disconnected(now);
+                stats.hls_failure(format!(
+                    "timeout: no response in {} s",
+                    hls::REQUEST_TIMEOUT.as_secs()
+                ));
+            }
+            self.hls_drive(v, now, true);
+        }
+    }
+
+    fn hls_received(&mut self, conn: ConnId, v: usize, buf: RecvBuf, now: Instant) {
+        let Some(h) = &mut self.hls else {
+            self.driver.release(buf);
+            return;
+        };
+        let Some((viewer, stats)) = hls_viewer(&mut h.viewers, &mut h.probe, &mut self.stats, v)
+        else {
+            self.driver.release(buf);
+            return;
+        };
+        if viewer.conn != Some(conn) {
+            self.driver.release(buf);
+            return;
+        }
+        let data = self.driver.recv_data(&buf);
+        if v != PROBE && now >= self.window.0 && now <= self.window.1 {
+            stats.window_bytes += data.len() as u64;
+        }
+        stats.hls_mut().bytes += data.len() as u64;
+        let result = viewer.feed(data);
+        self.driver.release(buf);
+        match result {
+            Ok(None) => return,
+            Ok(Some(response)) => {
+                viewer.complete(
+                    now,
+                    response,
+                    hls::Measure {
+                        stats,
+                        window: self.window,
+                        latency: &mut self.latency,
+                        unix_now_us: unix_now_us(),
+                    },
+                );
+                if !response.keep_alive {
+                    self.driver.close(conn);
+                    viewer.disconnected(now);
+                }
+                if v == PROBE && viewer.stream_ready() {
+                    self.hls_ready(now);
+                    return;
+                }
+            }
+            Err(e) => {
+                stats.hls_failure(format!("http: {e}"));
+                self.driver.close(conn);
+                viewer.disconnected(now);
+            }
+        }
+        self.hls_drive(v, now, false);
+    }
+
+    fn hls_closed(&mut self, conn: ConnId, v: usize, reason: CloseReason, now: Instant) {
+        let Some(h) = &mut self.hls else {
+            return;
+        };
+        let Some((viewer, stats)) = hls_viewer(&mut h.viewers, &mut h.probe, &mut self.stats, v)
+        else {
+            return;
+        };
+        if viewer.conn != Some(conn) {
+            return; // closed by us, already forgotten
+        }
+        // The server may close an idle keep-alive connection; not while a request waits.
+        match viewer.disconnected(now) {
+            hls::Dropped::Idle => {}
+            hls::Dropped::Race => stats.hls_mut().keep_alive_retries += 1,
+            hls::Dropped::Request(_) => stats.hls_failure(format!("connection: {reason}")),
+        }
+        self.hls_drive(v, now, false);
     }
 }
 

@@ -75,7 +75,9 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct ViewerStats {
     pub started: Option<Instant>,
+    /// Playing (HLS: the first playlist arrived).
     pub playing: Option<Instant>,
+    /// The first keyframe arrived (HLS: the first media segment was complete).
     pub first_keyframe: Option<Instant>,
     pub last_video: Option<Instant>,
     /// Counted only inside the measurement window.
@@ -84,6 +86,55 @@ pub struct ViewerStats {
     pub stalls: u32,
     pub longest_gap: Duration,
     pub failure: Option<String>,
+    /// HLS viewers only.
+    pub hls: Option<HlsStats>,
+}
+
+/// An HLS viewer's counters, and the player it stands for: one that starts playing when its
+/// first segment is in and plays in real time from then on, pausing whenever its buffer (media
+/// seconds downloaded minus media seconds played) runs dry.
+#[derive(Debug, Default)]
+pub struct HlsStats {
+    /// Over the whole run.
+    pub requests: u64,
+    pub playlists: u64,
+    pub segments: u64,
+    /// Bytes received, response heads included.
+    pub bytes: u64,
+    /// Failed requests by reason ("status 404", "connection: ...", "timeout", ...).
+    pub failures: BTreeMap<String, u64>,
+    /// Connections opened after the first.
+    pub reconnects: u64,
+    /// Requests retried because the server closed the idle connection as they went out.
+    pub keep_alive_retries: u64,
+    /// Segments that left the playlist before this viewer got to them.
+    pub skipped: u64,
+    /// From the last playlist.
+    pub target_duration: f64,
+    /// Segments completed inside the measurement window, and their `#EXTINF` seconds.
+    pub window_segments: u64,
+    pub window_media_s: f64,
+    /// Media seconds downloaded in all.
+    media_s: f64,
+    /// The playback clock's zero: the first segment's arrival, moved later by every pause.
+    play_origin: Option<Instant>,
+    /// (arrival, `media_s` after it) of the last segment at or before the window's start (or
+    /// the first in it), and of the last one in the window: the realtime ratio's span.
+    rate_from: Option<(Instant, f64)>,
+    rate_to: Option<(Instant, f64)>,
+    /// Set by [`ViewerStats::finish`].
+    pub realtime_ratio: f64,
+}
+
+/// The part of a pause that counts: a pause (the buffer empty from `dry_at` to `until`) is a
+/// stall once it passes [`STALL`], counted if that stretch meets the window.
+fn stall_in_window(
+    dry_at: Instant,
+    until: Instant,
+    window: (Instant, Instant),
+) -> Option<Duration> {
+    let length = until.checked_duration_since(dry_at)?;
+    (length > STALL && dry_at + STALL <= window.1 && until >= window.0).then_some(length)
 }
 
 impl ViewerStats {
@@ -113,8 +164,71 @@ impl ViewerStats {
         }
     }
 
+    pub fn hls_mut(&mut self) -> &mut HlsStats {
+        self.hls.get_or_insert_with(HlsStats::default)
+    }
+
+    /// An HLS request failed: counted by reason; the first failure is the viewer's.
+    pub fn hls_failure(&mut self, why: String) {
+        *self.hls_mut().failures.entry(why.clone()).or_insert(0) += 1;
+        self.failure.get_or_insert(why);
+    }
+
+    /// An HLS media segment of `duration` seconds was completely received at `now`.
+    pub fn segment(&mut self, now: Instant, duration: f64, window: (Instant, Instant)) {
+        self.first_keyframe.get_or_insert(now);
+        self.last_video = Some(now);
+        let h = self.hls.get_or_insert_with(HlsStats::default);
+        h.segments += 1;
+        match h.play_origin {
+            None => h.play_origin = Some(now),
+            Some(origin) => {
+                let dry_at = origin + Duration::from_secs_f64(h.media_s);
+                if now > dry_at {
+                    // The player paused from dry_at until now, and resumes now.
+                    h.play_origin = Some(origin + (now - dry_at));
+                    if let Some(length) = stall_in_window(dry_at, now, window) {
+                        self.stalls += 1;
+                        self.longest_gap = self.longest_gap.max(length);
+                    }
+                }
+            }
+        }
+        h.media_s += duration;
+        if now <= window.0 {
+            h.rate_from = Some((now, h.media_s));
+        } else if now <= window.1 {
+            h.rate_from.get_or_insert((now, h.media_s));
+            h.rate_to = Some((now, h.media_s));
+            h.window_segments += 1;
+            h.window_media_s += duration;
+        }
+    }
+
     /// Closes the books at the end of the window: a player silent since before then stalled.
     pub fn finish(&mut self, window: (Instant, Instant)) {
+        if let Some(h) = &mut self.hls {
+            h.realtime_ratio = match (h.rate_from, h.rate_to) {
+                (Some((from, media_from)), Some((to, media_to))) if to > from => {
+                    // A viewer that stopped receiving well before the window ended is charged
+                    // for the silence (beyond a segment and a reload interval).
+                    let grace = Duration::from_secs_f64(1.5 * h.target_duration.max(0.1));
+                    let end = window.1.checked_sub(grace).map_or(to, |t| t.max(to));
+                    (media_to - media_from) / (end - from).as_secs_f64()
+                }
+                _ => 0.0,
+            };
+            if self.failure.is_none() {
+                let dry_at = h
+                    .play_origin
+                    .map_or(window.0, |o| o + Duration::from_secs_f64(h.media_s));
+                if let Some(length) = stall_in_window(dry_at, window.1, window) {
+                    self.stalls += 1;
+                    self.longest_gap = self.longest_gap.max(length);
+                }
+            }
+            return;
+        }
         let since = self.last_video.unwrap_or(window.0).max(window.0);
         if self.failure.is_none() && window.1 > since {
             self.gap(window.1 - since, true);
@@ -166,15 +280,20 @@ pub struct Report {
     pub window_s: f64,
     /// Bytes per second received by all viewers in the window.
     pub bytes_per_s: f64,
-    pub expected_fps: f64,
+    /// RTMP and HTTP-FLV players: the frame rate a healthy player sees 95 % of.
+    pub expected_fps: Option<f64>,
     pub fps: Option<Percentiles>,
     pub bitrate_kbps: Option<Percentiles>,
     pub stalls: u64,
     pub viewers_with_stalls: usize,
-    /// Viewers that got ≥ 95 % of real-time frames with no stall.
+    /// Viewers that got ≥ 95 % of real-time frames (HLS: a realtime ratio ≥ 0.95) with no
+    /// stall and no failure.
     pub healthy_viewers: usize,
     pub healthy_ratio: f64,
+    /// Connect → first keyframe (HLS: first media segment fully received).
     pub startup_ms: Option<Percentiles>,
+    /// Publish → receive of synthetic frames (HLS: a segment's download end − its
+    /// `#EXT-X-PROGRAM-DATE-TIME` − its duration).
     pub latency_ms: Option<Percentiles>,
     pub latency_samples: u64,
     /// Server CPU seconds spent in the window (with `--server-pid`).
@@ -188,6 +307,35 @@ pub struct Report {
     pub server_rss_per_viewer_kib: Option<f64>,
     /// This load generator's own CPU use in the window, as a fraction of one core.
     pub load_cpu_fraction: Option<f64>,
+    /// `hls-play` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hls: Option<HlsReport>,
+}
+
+/// What HLS viewers did, summed over viewers.
+#[derive(Debug, Default, Serialize)]
+pub struct HlsReport {
+    /// Over the whole run (ramp and warm-up included).
+    pub requests: u64,
+    pub playlists: u64,
+    pub segments: u64,
+    pub bytes: u64,
+    /// Failed requests by reason: "status N", "connection: ...", "timeout", ...
+    pub failures: BTreeMap<String, u64>,
+    pub reconnects: u64,
+    /// Requests retried at once because the server closed the idle keep-alive connection as
+    /// they went out (not failures).
+    pub keep_alive_retries: u64,
+    pub skipped_segments: u64,
+    /// The largest `#EXT-X-TARGETDURATION` viewers saw.
+    pub target_duration_s: f64,
+    /// Segments completed in the window, and their media seconds.
+    pub window_segments: u64,
+    pub window_media_s: f64,
+    /// Per viewer: media seconds received ÷ wall seconds, between the last segment before the
+    /// window and the last one in it.
+    pub realtime_ratio: Option<Percentiles>,
+    pub viewers_below_realtime: usize,
 }
 
 pub struct ReportInput<'a> {
@@ -196,7 +344,8 @@ pub struct ReportInput<'a> {
     pub io: &'a str,
     pub viewers: &'a [ViewerStats],
     pub window: (Instant, Instant),
-    pub expected_fps: f64,
+    /// `None` for HLS viewers (they are judged by their realtime ratio).
+    pub expected_fps: Option<f64>,
     pub latency: &'a Histogram,
     pub server: [Option<crate::procstat::Sample>; 3],
     pub own: [Option<crate::procstat::Sample>; 2],
@@ -213,6 +362,8 @@ pub fn report(input: ReportInput<'_>) -> Report {
     let mut with_stalls = 0;
     let mut healthy = 0;
     let mut connected = 0;
+    let mut hls: Option<HlsReport> = None;
+    let mut realtime = Vec::new();
     for viewer in input.viewers {
         if let Some(why) = &viewer.failure {
             *failed.entry(why.clone()).or_insert(0) += 1;
@@ -228,13 +379,41 @@ pub fn report(input: ReportInput<'_>) -> Report {
         if viewer.stalls > 0 {
             with_stalls += 1;
         }
-        let viewer_fps = viewer.window_video_frames as f64 / window_s;
-        fps.push(viewer_fps);
         bitrate.push(viewer.window_bytes as f64 * 8.0 / 1000.0 / window_s);
-        if viewer.failure.is_none() && viewer.stalls == 0 && viewer_fps >= 0.95 * input.expected_fps
-        {
+        let fast_enough = match (&viewer.hls, input.expected_fps) {
+            (Some(h), _) => {
+                let sum = hls.get_or_insert_with(HlsReport::default);
+                sum.requests += h.requests;
+                sum.playlists += h.playlists;
+                sum.segments += h.segments;
+                sum.bytes += h.bytes;
+                for (why, n) in &h.failures {
+                    *sum.failures.entry(why.clone()).or_insert(0) += n;
+                }
+                sum.reconnects += h.reconnects;
+                sum.keep_alive_retries += h.keep_alive_retries;
+                sum.skipped_segments += h.skipped;
+                sum.target_duration_s = sum.target_duration_s.max(h.target_duration);
+                sum.window_segments += h.window_segments;
+                sum.window_media_s += h.window_media_s;
+                realtime.push(h.realtime_ratio);
+                if h.realtime_ratio < 0.95 {
+                    sum.viewers_below_realtime += 1;
+                }
+                h.realtime_ratio >= 0.95
+            }
+            (None, expected) => {
+                let viewer_fps = viewer.window_video_frames as f64 / window_s;
+                fps.push(viewer_fps);
+                viewer_fps >= 0.95 * expected.unwrap_or(0.0)
+            }
+        };
+        if viewer.failure.is_none() && viewer.stalls == 0 && fast_enough {
             healthy += 1;
         }
+    }
+    if let Some(sum) = &mut hls {
+        sum.realtime_ratio = Percentiles::of(realtime);
     }
     let total = input.viewers.len();
     let gigabits = bytes as f64 * 8.0 / 1e9;
@@ -285,6 +464,7 @@ pub fn report(input: ReportInput<'_>) -> Report {
             }
             _ => None,
         },
+        hls,
     }
 }
 
@@ -307,8 +487,26 @@ impl Report {
             p.as_ref()
                 .map_or("-".to_string(), |p| format!("{:.1}", f(p)))
         };
+        let p2 = |p: &Option<Percentiles>, f: fn(&Percentiles) -> f64| {
+            p.as_ref()
+                .map_or("-".to_string(), |p| format!("{:.2}", f(p)))
+        };
+        let pace = match &self.hls {
+            Some(hls) => format!(
+                "realtime ratio p1 {} p50 {}; {} segments, {} failed requests",
+                p2(&hls.realtime_ratio, |p| p.p1),
+                p2(&hls.realtime_ratio, |p| p.p50),
+                hls.window_segments,
+                hls.failures.values().sum::<u64>(),
+            ),
+            None => format!(
+                "fps p1 {} p50 {}",
+                p(&self.fps, |p| p.p1),
+                p(&self.fps, |p| p.p50)
+            ),
+        };
         format!(
-            "{} viewers: {} playing, {} failed, {} healthy ({:.1} %); {:.0} Mbit/s; fps p1 {} p50 {}; \
+            "{} viewers: {} playing, {} failed, {} healthy ({:.1} %); {:.0} Mbit/s; {}; \
              stalls {}; startup p50 {} ms p99 {} ms; latency p50 {} ms p99 {} ms{}{}",
             self.viewers,
             self.connected,
@@ -316,8 +514,7 @@ impl Report {
             self.healthy_viewers,
             self.healthy_ratio * 100.0,
             self.bytes_per_s * 8.0 / 1e6,
-            p(&self.fps, |p| p.p1),
-            p(&self.fps, |p| p.p50),
+            pace,
             self.stalls,
             p(&self.startup_ms, |p| p.p50),
             p(&self.startup_ms, |p| p.p99),
@@ -369,5 +566,86 @@ mod tests {
         v.finish(window);
         assert_eq!(v.stalls, 2, "the 2.3 s gap and the silent end");
         assert_eq!(v.window_video_frames, 2);
+    }
+
+    fn hls_viewer() -> ViewerStats {
+        ViewerStats {
+            hls: Some(HlsStats {
+                target_duration: 2.0,
+                ..HlsStats::default()
+            }),
+            ..ViewerStats::default()
+        }
+    }
+
+    #[test]
+    fn hls_realtime_ratio_and_buffer() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let window = (t0 + s(10), t0 + s(20));
+        // Live edge: three segments at once, then one every 2 s, 0.3 s after the window's
+        // edges: exactly real time, whatever the phase.
+        let mut v = hls_viewer();
+        for _ in 0..3 {
+            v.segment(t0 + s(1), 2.0, window);
+        }
+        for k in 1..12 {
+            v.segment(t0 + s(1 + 2 * k) + Duration::from_millis(300), 2.0, window);
+        }
+        v.finish(window);
+        let h = v.hls.as_ref().unwrap();
+        assert_eq!(v.stalls, 0);
+        assert!(
+            (h.realtime_ratio - 1.0).abs() < 1e-9,
+            "{}",
+            h.realtime_ratio
+        );
+        assert_eq!(h.window_segments, 5);
+        assert_eq!(v.first_keyframe, Some(t0 + s(1)));
+
+        // Segments at 80 % of real time: the 6 s buffer would run dry after 20 s, but the
+        // ratio shows it.
+        let mut v = hls_viewer();
+        for _ in 0..3 {
+            v.segment(t0 + s(1), 2.0, window);
+        }
+        for k in 1..8 {
+            v.segment(t0 + s(1) + Duration::from_millis(2500 * k), 2.0, window);
+        }
+        v.finish(window);
+        let ratio = v.hls.as_ref().unwrap().realtime_ratio;
+        assert!((ratio - 0.8).abs() < 0.01, "{ratio}");
+        assert_eq!(v.stalls, 0);
+
+        // A viewer whose segments stop at 11 s: its buffer runs dry at 17 s, a stall by 18 s;
+        // the silence costs it its ratio too.
+        let mut v = hls_viewer();
+        for _ in 0..3 {
+            v.segment(t0 + s(1), 2.0, window);
+        }
+        for k in 1..6 {
+            v.segment(t0 + s(1 + 2 * k), 2.0, window);
+        }
+        v.finish(window);
+        assert_eq!(v.stalls, 1);
+        assert_eq!(v.longest_gap, s(3));
+        let ratio = v.hls.as_ref().unwrap().realtime_ratio;
+        // 2 media seconds from 9 s to 17 s (20 s less the grace of 1.5 target durations).
+        assert!((ratio - 0.25).abs() < 1e-9, "{ratio}");
+
+        // A 3 s hole with a 2 s buffer: one stall, and playback resumes from there.
+        let mut v = hls_viewer();
+        v.segment(t0 + s(9), 2.0, window); // plays from 9 s, dry at 11 s
+        v.segment(t0 + s(14), 2.0, window); // a 3 s stall; dry again at 16 s
+        v.segment(t0 + s(16), 2.0, window);
+        v.segment(t0 + s(18), 2.0, window);
+        v.finish(window);
+        assert_eq!(v.stalls, 1);
+        assert_eq!(v.longest_gap, s(3));
+        // Never a segment: stalled for the whole window.
+        let mut v = hls_viewer();
+        v.finish(window);
+        assert_eq!(v.stalls, 1);
+        assert_eq!(v.hls.as_ref().unwrap().realtime_ratio, 0.0);
     }
 }

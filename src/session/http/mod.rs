@@ -667,7 +667,7 @@ impl HttpSession {
             ("Access-Control-Allow-Headers", "*"),
             (
                 "Access-Control-Expose-Headers",
-                "Content-Length, Content-Range",
+                "Content-Length, Content-Range, Date",
             ),
         ]
     }
@@ -684,7 +684,9 @@ impl HttpSession {
         keep_alive: bool,
         file: Option<(Arc<std::fs::File>, u64, u64)>,
     ) {
+        let date = static_files::http_date_now();
         let mut all: Vec<(&str, &str)> = headers.to_vec();
+        all.push(("Date", &date));
         all.push(("Server", concat!("sluice/", env!("CARGO_PKG_VERSION"))));
         all.extend(Self::cors(ctx.shared));
         let mut out = Vec::with_capacity(256);
