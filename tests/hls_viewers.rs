@@ -104,9 +104,7 @@ fn hls_viewers_are_named_counted_admitted_and_expire() {
         );
         assert_eq!(stop.str("stream"), Some("cam"));
         assert!(
-            !api.clients()
-                .iter()
-                .any(|c| c["id"] == id.as_str()),
+            !api.clients().iter().any(|c| c["id"] == id.as_str()),
             "[{io}] the viewer left the API's list"
         );
         server.assert_no_panic();

@@ -5,8 +5,8 @@
 //! temporary name and renamed, so a reader never sees half of one.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use bytes::Bytes;
 
@@ -14,7 +14,11 @@ use bytes::Bytes;
 const QUEUE: usize = 1024;
 
 enum Job {
-    Write { path: PathBuf, data: Bytes, atomic: bool },
+    Write {
+        path: PathBuf,
+        data: Bytes,
+        atomic: bool,
+    },
     Remove(PathBuf),
 }
 

@@ -728,7 +728,10 @@ impl Packager {
             state.playlist = Bytes::from(super::playlist::render(state, &self.hls.naming));
         }
         // No MPD until it can list media: dash.js cannot start from an empty period.
-        let dash_media = state.segments.iter().any(|s| s.dash.iter().any(Option::is_some));
+        let dash_media = state
+            .segments
+            .iter()
+            .any(|s| s.dash.iter().any(Option::is_some));
         if self.settings.dash && dash_media {
             state.mpd = Bytes::from(super::mpd::render(state, &self.hls.naming, unix_ms()));
         }

@@ -195,7 +195,10 @@ cam-0.m4s?hls_ctx=abc\n#EXT-X-PART:DURATION=0.500,URI=\"cam-1.0.m4s?hls_ctx=abc\
 
     #[test]
     fn redirect_keeps_the_query() {
-        assert_eq!(with_context("/live/s.m3u8", "", "x"), "/live/s.m3u8?hls_ctx=x");
+        assert_eq!(
+            with_context("/live/s.m3u8", "", "x"),
+            "/live/s.m3u8?hls_ctx=x"
+        );
         assert_eq!(
             with_context("/live/s.m3u8", "token=1&hls_ctx=old", "x"),
             "/live/s.m3u8?token=1&hls_ctx=x"

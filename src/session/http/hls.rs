@@ -14,10 +14,10 @@ use bytes::Bytes;
 use crate::control::{Hook, Verdict};
 use crate::hls::sessions::{HlsViewer, context_of, tag_playlist, with_context};
 use crate::hls::{Block, Body, HlsStream, Lookup, Resource, Waiter};
-use crate::session::{ClientInfo, HookSubject};
 use crate::request::StreamRequest;
 use crate::security::Method;
 use crate::session::Ctx;
+use crate::session::{ClientInfo, HookSubject};
 
 /// A request parked until its part exists.
 pub(super) struct HlsWait {
@@ -244,7 +244,6 @@ impl HttpSession {
             }
         }
     }
-
 
     /// Answers a request now, or parks it.
     fn answer_hls(&mut self, wait: HlsWait, ctx: &mut Ctx<'_>) -> Result<(), Refusal> {
