@@ -6,9 +6,12 @@
 //!
 //! Skips (with a message) when ffmpeg or ffprobe is not installed, or lacks libx265.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
+use common::{decode_errors, run, tools_present, work_dir};
 use serde_json::Value;
 use sluice_proto::codec::{
     AudioPacket, AudioPacketKind, AudioSpecificConfig, AvcDecoderConfig, HevcDecoderConfig,
@@ -20,39 +23,6 @@ use sluice_proto::fmp4::{
 };
 
 const VIDEO_TIMESCALE: u32 = 90_000;
-
-fn tools_present() -> bool {
-    let ok = |tool: &str| {
-        Command::new(tool)
-            .arg("-version")
-            .output()
-            .is_ok_and(|output| output.status.success())
-    };
-    if ok("ffmpeg") && ok("ffprobe") {
-        true
-    } else {
-        eprintln!(
-            "SKIPPED: ffmpeg/ffprobe not installed; install ffmpeg to run the fMP4 validity tests"
-        );
-        false
-    }
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-proto-fmp4-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
-}
-
-fn run(command: &mut Command) -> String {
-    let output = command.output().expect("spawn");
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// `ffprobe -show_streams -count_frames -of json`: the streams array.
 fn probe_streams(path: &Path) -> Vec<Value> {
@@ -75,18 +45,6 @@ fn stream<'a>(streams: &'a [Value], codec_type: &str) -> &'a Value {
         .iter()
         .find(|s| s["codec_type"] == codec_type)
         .unwrap_or_else(|| panic!("no {codec_type} stream in {streams:?}"))
-}
-
-/// Decodes the whole file with ffmpeg; returns what it printed at level `error`.
-fn decode_errors(path: &Path) -> String {
-    let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("spawn ffmpeg");
-    assert!(output.status.success(), "ffmpeg failed to decode {path:?}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// One sample of a track, with its decode time in the track's timescale.
@@ -186,10 +144,10 @@ fn gops(media: &[Media]) -> Vec<std::ops::Range<usize>> {
 
 #[test]
 fn h264_aac_from_flv_to_fmp4_is_valid() {
-    if !tools_present() {
+    if !tools_present("the fMP4 validity tests") {
         return;
     }
-    let dir = work_dir("h264");
+    let dir = work_dir("fmp4-h264");
     let flv_path = dir.join("in.flv");
     // Default x264 settings use B-frames, so composition offsets are exercised.
     run(Command::new("ffmpeg")
@@ -399,7 +357,7 @@ fn h264_aac_from_flv_to_fmp4_is_valid() {
 
 #[test]
 fn h265_access_units_to_fmp4_are_valid_hvc1() {
-    if !tools_present() {
+    if !tools_present("the fMP4 validity tests") {
         return;
     }
     let encoders = run(Command::new("ffmpeg").args(["-hide_banner", "-encoders"]));
@@ -407,7 +365,7 @@ fn h265_access_units_to_fmp4_are_valid_hvc1() {
         eprintln!("SKIPPED: this ffmpeg cannot encode H.265 (no libx265)");
         return;
     }
-    let dir = work_dir("h265");
+    let dir = work_dir("fmp4-h265");
     let raw_path = dir.join("in.hevc");
     run(Command::new("ffmpeg")
         .args([

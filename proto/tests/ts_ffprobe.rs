@@ -9,9 +9,12 @@
 //!
 //! Skips (with a message) when ffmpeg or ffprobe is not installed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{decode_errors, run, tools_present, work_dir};
 use sluice_proto::codec::{
     AdtsHeader, AnnexBWriter, AudioPacket, AudioPacketKind, AudioSpecificConfig, AvcDecoderConfig,
     HevcDecoderConfig, VideoPacket, VideoPacketKind, annexb, h265,
@@ -20,40 +23,6 @@ use sluice_proto::flv::{self, FileHeader, Tag, TagType};
 use sluice_proto::ts::{
     AudioStreamType, DemuxEvent, Frame, PACKET_SIZE, Track, TsDemuxer, TsMuxer, VideoStreamType,
 };
-
-fn tools_present() -> bool {
-    let ok = |tool: &str| {
-        Command::new(tool)
-            .arg("-version")
-            .output()
-            .is_ok_and(|output| output.status.success())
-    };
-    if ok("ffmpeg") && ok("ffprobe") {
-        true
-    } else {
-        eprintln!(
-            "SKIPPED: ffmpeg/ffprobe not installed; install ffmpeg to run the TS validity tests"
-        );
-        false
-    }
-}
-
-/// A fresh directory under the system temp dir for one test.
-fn work_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-proto-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
-}
-
-fn run(command: &mut Command) -> String {
-    let output = command.output().expect("spawn");
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Encodes `seconds` of 1280x720@25 test pattern and a 44.1 kHz stereo tone to FLV.
 fn encode_flv(dir: &Path, seconds: u32) -> PathBuf {
@@ -114,18 +83,6 @@ fn value<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
         .unwrap_or_else(|| panic!("no {key} in {pairs:?}"))
-}
-
-/// Decodes the whole file with ffmpeg; returns what it printed at level `error`.
-fn decode_errors(path: &Path) -> String {
-    let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("spawn ffmpeg");
-    assert!(output.status.success(), "ffmpeg failed to decode {path:?}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// One muxed frame: its bytes and whether a viewer may start there.
@@ -222,7 +179,7 @@ fn remux_flv(flv_bytes: &[u8]) -> (Vec<Muxed>, usize, usize) {
 
 #[test]
 fn h264_aac_flv_remuxed_to_ts_is_valid() {
-    if !tools_present() {
+    if !tools_present("the TS validity tests") {
         return;
     }
     let dir = work_dir("h264");
@@ -295,7 +252,7 @@ fn h264_aac_flv_remuxed_to_ts_is_valid() {
 
 #[test]
 fn viewer_joining_at_a_later_join_point_gets_a_valid_stream() {
-    if !tools_present() {
+    if !tools_present("the TS validity tests") {
         return;
     }
     let dir = work_dir("join");
@@ -334,7 +291,7 @@ fn viewer_joining_at_a_later_join_point_gets_a_valid_stream() {
 
 #[test]
 fn adts_headers_match_ffmpeg_and_flv_writer_matches_ffmpeg() {
-    if !tools_present() {
+    if !tools_present("the TS validity tests") {
         return;
     }
     let dir = work_dir("adts");
@@ -396,7 +353,7 @@ fn adts_headers_match_ffmpeg_and_flv_writer_matches_ffmpeg() {
 
 #[test]
 fn h265_access_units_remuxed_to_ts_are_valid() {
-    if !tools_present() {
+    if !tools_present("the TS validity tests") {
         return;
     }
     let dir = work_dir("h265");

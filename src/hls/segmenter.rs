@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sluice_proto::codec::{
-    AudioPacket, AudioPacketKind, AudioSpecificConfig, AvcDecoderConfig, HevcDecoderConfig,
-    MpegAudioHeader, VideoPacket, VideoPacketKind,
+    AudioPacket, AudioPacketKind, AudioSpecificConfig, MpegAudioHeader, VideoPacket,
+    VideoPacketKind,
 };
 use sluice_proto::flv::{AudioCodec, VideoCodec};
 use sluice_proto::fmp4::{self, Sample, TrackCodec, TrackInfo, TrackRun};
@@ -211,7 +211,7 @@ impl Packager {
         }
         let codec = VideoPacket::parse(&frame.payload)
             .ok()
-            .and_then(|packet| video_codec(&packet));
+            .and_then(|packet| video_codec(&packet, frame));
         if codec.is_none() {
             tracing::debug!(stream = %self.hls.key, "hls: video codec not packaged in fMP4");
         }
@@ -750,32 +750,33 @@ fn concat(parts: &[Bytes]) -> Bytes {
 }
 
 /// The fMP4 codec of a video sequence header, when we can carry it.
-fn video_codec(packet: &VideoPacket<'_>) -> Option<TrackCodec> {
+/// The fMP4 codec of a video sequence header (`frame`, parsed as `packet`), when we can carry
+/// it; the picture size comes from its SPS, as the API reads it.
+fn video_codec(packet: &VideoPacket<'_>, frame: &Frame) -> Option<TrackCodec> {
     if packet.kind != VideoPacketKind::SequenceHeader {
         return None;
     }
     let record = packet.data.to_vec();
+    let size = || {
+        let view = crate::hub::info::video_view(frame)?;
+        let clamp = |v: u32| v.min(u32::from(u16::MAX)) as u16;
+        Some((clamp(view.width), clamp(view.height)))
+    };
     match packet.codec {
         VideoCodec::Avc => {
-            let sps = AvcDecoderConfig::parse(packet.data)
-                .ok()?
-                .first_sps()
-                .ok()?;
+            let (width, height) = size()?;
             Some(TrackCodec::Avc {
                 record,
-                width: sps.width.min(u32::from(u16::MAX)) as u16,
-                height: sps.height.min(u32::from(u16::MAX)) as u16,
+                width,
+                height,
             })
         }
         VideoCodec::Hevc => {
-            let sps = HevcDecoderConfig::parse(packet.data)
-                .ok()?
-                .first_sps()
-                .ok()?;
+            let (width, height) = size()?;
             Some(TrackCodec::Hevc {
                 record,
-                width: sps.width.min(u32::from(u16::MAX)) as u16,
-                height: sps.height.min(u32::from(u16::MAX)) as u16,
+                width,
+                height,
             })
         }
         // The size is in the sequence header OBU, which we do not parse: players read it

@@ -44,15 +44,7 @@ impl HlsSessions {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let mut x = self.ids.hash_one((serial, nanos));
-        const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-        (0..8)
-            .map(|_| {
-                let digit = DIGITS[(x % 36) as usize] as char;
-                x /= 36;
-                digit
-            })
-            .collect()
+        crate::session::base36_id(self.ids.hash_one((serial, nanos)))
     }
 
     /// Counts a request of a known viewer (`bytes` sent); `false` for an unknown context.

@@ -241,6 +241,11 @@ fn client_id(serial: u64) -> String {
     x ^= x >> 29;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^= x >> 32;
+    base36_id(x)
+}
+
+/// The low 8 base-36 digits of `x`: the shape of every id we hand out.
+pub fn base36_id(mut x: u64) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     (0..8)
         .map(|_| {
