@@ -203,6 +203,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// The plan of an HTTP player mode (`url` is `http://host:port/path`), publishing to
+/// `publish_to` from this process if given.
+fn http_plan(
+    backend: Backend,
+    url: &str,
+    publish_to: Option<String>,
+    play: &PlayArgs,
+    server_pids: &[u32],
+    protocol: impl FnOnce(String, String) -> PlayProtocol,
+) -> Result<Plan, String> {
+    let (play_addr, host, path) = parse_http_url(url)?;
+    // Without a publisher URL the RTMP side is unused; any valid URL fills it.
+    let rtmp = publish_to
+        .clone()
+        .unwrap_or_else(|| "rtmp://127.0.0.1/live/unused".into());
+    let parsed = RtmpUrl::parse(&rtmp).map_err(|e| format!("{rtmp}: {e}"))?;
+    Ok(Plan {
+        backend,
+        addr: if publish_to.is_some() {
+            run::resolve(&parsed)?
+        } else {
+            play_addr
+        },
+        url: parsed,
+        protocol: protocol(host, path),
+        play_addr,
+        viewers: play.viewers,
+        ramp_per_s: play.ramp,
+        publish: match publish_to {
+            Some(_) => Some(play.source.open()?),
+            None => None,
+        },
+        warmup: Duration::from_secs_f64(play.warmup),
+        measure: Duration::from_secs_f64(play.duration),
+        complex_handshake: false,
+        server_pids: server_pids.to_vec(),
+    })
+}
+
 /// Runs the load; `Ok(false)` when `require_healthy` and some player was not.
 fn run(
     mode: Mode,
@@ -269,33 +308,14 @@ fn run(
             publish_to,
             play,
         } => {
-            let (play_addr, host, path) = parse_http_url(&url)?;
-            // Without a publisher URL the RTMP side is unused; any valid URL fills it.
-            let rtmp = publish_to
-                .clone()
-                .unwrap_or_else(|| "rtmp://127.0.0.1/live/unused".into());
-            let parsed = RtmpUrl::parse(&rtmp).map_err(|e| format!("{rtmp}: {e}"))?;
-            let plan = Plan {
+            let plan = http_plan(
                 backend,
-                addr: if publish_to.is_some() {
-                    run::resolve(&parsed)?
-                } else {
-                    play_addr
-                },
-                url: parsed,
-                protocol: PlayProtocol::Flv { host, path },
-                play_addr,
-                viewers: play.viewers,
-                ramp_per_s: play.ramp,
-                publish: match publish_to {
-                    Some(_) => Some(play.source.open()?),
-                    None => None,
-                },
-                warmup: Duration::from_secs_f64(play.warmup),
-                measure: Duration::from_secs_f64(play.duration),
-                complex_handshake: false,
-                server_pids: server_pids.clone(),
-            };
+                &url,
+                publish_to,
+                &play,
+                &server_pids,
+                |host, path| PlayProtocol::Flv { host, path },
+            )?;
             (url, plan, Some(play.expected_fps()), "flv-play")
         }
         Mode::HlsPlay {
@@ -303,32 +323,14 @@ fn run(
             publish_to,
             play,
         } => {
-            let (play_addr, host, path) = parse_http_url(&url)?;
-            let rtmp = publish_to
-                .clone()
-                .unwrap_or_else(|| "rtmp://127.0.0.1/live/unused".into());
-            let parsed = RtmpUrl::parse(&rtmp).map_err(|e| format!("{rtmp}: {e}"))?;
-            let plan = Plan {
+            let plan = http_plan(
                 backend,
-                addr: if publish_to.is_some() {
-                    run::resolve(&parsed)?
-                } else {
-                    play_addr
-                },
-                url: parsed,
-                protocol: PlayProtocol::Hls { host, path },
-                play_addr,
-                viewers: play.viewers,
-                ramp_per_s: play.ramp,
-                publish: match publish_to {
-                    Some(_) => Some(play.source.open()?),
-                    None => None,
-                },
-                warmup: Duration::from_secs_f64(play.warmup),
-                measure: Duration::from_secs_f64(play.duration),
-                complex_handshake: false,
-                server_pids: server_pids.clone(),
-            };
+                &url,
+                publish_to,
+                &play,
+                &server_pids,
+                |host, path| PlayProtocol::Hls { host, path },
+            )?;
             (url, plan, None, "hls-play")
         }
     };
