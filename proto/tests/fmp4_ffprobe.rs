@@ -11,11 +11,11 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{decode_errors, run, tools_present, work_dir};
+use common::{HevcStream, decode_errors, run, split_hevc, tools_present, work_dir};
 use serde_json::Value;
 use sluice_proto::codec::{
     AudioPacket, AudioPacketKind, AudioSpecificConfig, AvcDecoderConfig, HevcDecoderConfig,
-    HevcSps, VideoPacket, VideoPacketKind, annexb, h265,
+    HevcSps, VideoPacket, VideoPacketKind,
 };
 use sluice_proto::flv::{FileHeader, Tag};
 use sluice_proto::fmp4::{
@@ -392,35 +392,12 @@ fn h265_access_units_to_fmp4_are_valid_hvc1() {
         ])
         .arg(&raw_path));
     let raw = std::fs::read(&raw_path).unwrap();
-
-    // Group the Annex B stream into length-prefixed access units; parameter sets go into
-    // the configuration record, a new access unit starts at each picture's first slice.
-    let (mut vps, mut sps, mut pps) = (Vec::new(), Vec::new(), Vec::new());
-    let mut access_units: Vec<(Vec<u8>, bool)> = Vec::new();
-    let mut pending: Vec<&[u8]> = Vec::new();
-    for nal in annexb::annexb_nalus(&raw).filter(|nal| nal.len() > 2) {
-        let nal_type = h265::nal_type(nal).unwrap();
-        match nal_type {
-            h265::NAL_VPS => vps.push(bytes::Bytes::copy_from_slice(nal)),
-            h265::NAL_SPS => sps.push(bytes::Bytes::copy_from_slice(nal)),
-            h265::NAL_PPS => pps.push(bytes::Bytes::copy_from_slice(nal)),
-            0..=31 if nal[2] & 0x80 != 0 => {
-                pending.push(nal);
-                let mut unit = Vec::new();
-                for nal in pending.drain(..) {
-                    unit.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                    unit.extend_from_slice(nal);
-                }
-                access_units.push((unit, h265::is_irap(nal_type)));
-            }
-            0..=31 => {
-                let (last, _) = access_units.last_mut().expect("a picture first");
-                last.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                last.extend_from_slice(nal);
-            }
-            _ => pending.push(nal),
-        }
-    }
+    let HevcStream {
+        vps,
+        sps,
+        pps,
+        access_units,
+    } = split_hevc(&raw);
     assert_eq!(access_units.len(), 50);
     let parsed_sps = HevcSps::parse(&sps[0]).unwrap();
     assert_eq!((parsed_sps.width, parsed_sps.height), (640, 360));

@@ -14,10 +14,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{decode_errors, run, tools_present, work_dir};
+use common::{HevcStream, decode_errors, run, split_hevc, tools_present, work_dir};
 use sluice_proto::codec::{
     AdtsHeader, AnnexBWriter, AudioPacket, AudioPacketKind, AudioSpecificConfig, AvcDecoderConfig,
-    HevcDecoderConfig, VideoPacket, VideoPacketKind, annexb, h265,
+    HevcDecoderConfig, VideoPacket, VideoPacketKind,
 };
 use sluice_proto::flv::{self, FileHeader, Tag, TagType};
 use sluice_proto::ts::{
@@ -389,38 +389,12 @@ fn h265_access_units_remuxed_to_ts_are_valid() {
         return;
     }
     let raw = std::fs::read(&raw_path).unwrap();
-
-    // Group the Annex B stream into access units: parameter sets into a configuration
-    // record, a new access unit at each first slice segment of a picture.
-    let mut vps = Vec::new();
-    let mut sps = Vec::new();
-    let mut pps = Vec::new();
-    let mut access_units: Vec<(Vec<u8>, bool)> = Vec::new();
-    let mut pending: Vec<&[u8]> = Vec::new();
-    for nal in annexb::annexb_nalus(&raw).filter(|nal| nal.len() > 2) {
-        let nal_type = h265::nal_type(nal).unwrap();
-        match nal_type {
-            h265::NAL_VPS => vps.push(bytes::Bytes::copy_from_slice(nal)),
-            h265::NAL_SPS => sps.push(bytes::Bytes::copy_from_slice(nal)),
-            h265::NAL_PPS => pps.push(bytes::Bytes::copy_from_slice(nal)),
-            0..=31 if nal[2] & 0x80 != 0 => {
-                // first_slice_segment_in_pic_flag: this slice starts a picture.
-                pending.push(nal);
-                let mut avcc = Vec::new();
-                for unit in pending.drain(..) {
-                    avcc.extend_from_slice(&(unit.len() as u32).to_be_bytes());
-                    avcc.extend_from_slice(unit);
-                }
-                access_units.push((avcc, h265::is_irap(nal_type)));
-            }
-            0..=31 => {
-                let (last, _) = access_units.last_mut().expect("a picture first");
-                last.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                last.extend_from_slice(nal);
-            }
-            _ => pending.push(nal),
-        }
-    }
+    let HevcStream {
+        vps,
+        sps,
+        pps,
+        access_units,
+    } = split_hevc(&raw);
     assert_eq!(access_units.len(), 50);
     let parsed_sps = sluice_proto::codec::HevcSps::parse(&sps[0]).unwrap();
     assert_eq!((parsed_sps.width, parsed_sps.height), (640, 360));

@@ -49,3 +49,49 @@ pub fn decode_errors(path: &Path) -> String {
     assert!(output.status.success(), "ffmpeg failed to decode {path:?}");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// An H.265 Annex B stream split as FLV/MP4 want it: the parameter sets (for the
+/// configuration record) and the pictures as length-prefixed access units, each with whether
+/// it is a random-access (IRAP) picture. A picture starts at a slice with
+/// first_slice_segment_in_pic_flag; other non-VCL units go with the next picture.
+pub struct HevcStream {
+    pub vps: Vec<bytes::Bytes>,
+    pub sps: Vec<bytes::Bytes>,
+    pub pps: Vec<bytes::Bytes>,
+    pub access_units: Vec<(Vec<u8>, bool)>,
+}
+
+pub fn split_hevc(raw: &[u8]) -> HevcStream {
+    use sluice_proto::codec::{annexb, h265};
+    let mut stream = HevcStream {
+        vps: Vec::new(),
+        sps: Vec::new(),
+        pps: Vec::new(),
+        access_units: Vec::new(),
+    };
+    let mut pending: Vec<&[u8]> = Vec::new();
+    for nal in annexb::annexb_nalus(raw).filter(|nal| nal.len() > 2) {
+        let nal_type = h265::nal_type(nal).unwrap();
+        match nal_type {
+            h265::NAL_VPS => stream.vps.push(bytes::Bytes::copy_from_slice(nal)),
+            h265::NAL_SPS => stream.sps.push(bytes::Bytes::copy_from_slice(nal)),
+            h265::NAL_PPS => stream.pps.push(bytes::Bytes::copy_from_slice(nal)),
+            0..=31 if nal[2] & 0x80 != 0 => {
+                pending.push(nal);
+                let mut unit = Vec::new();
+                for nal in pending.drain(..) {
+                    unit.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                    unit.extend_from_slice(nal);
+                }
+                stream.access_units.push((unit, h265::is_irap(nal_type)));
+            }
+            0..=31 => {
+                let (last, _) = stream.access_units.last_mut().expect("a picture first");
+                last.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                last.extend_from_slice(nal);
+            }
+            _ => pending.push(nal),
+        }
+    }
+    stream
+}
