@@ -180,6 +180,11 @@ impl SendQueue {
         self.queued == 0
     }
 
+    /// Whether a file region is queued anywhere.
+    pub(crate) fn has_file(&self) -> bool {
+        self.queue.iter().any(|s| s.is_file()) || self.overflow.iter().any(|s| s.is_file())
+    }
+
     /// The file region at the front, when the next bytes to write are file bytes (its
     /// segment's head already written): the writer sends it with splice/sendfile instead of a
     /// vectored write.

@@ -705,6 +705,12 @@ impl UringDriver {
         if c.sendq.front_file().is_some() {
             return self.start_file_send(conn);
         }
+        // Cork before the head of a response with a file region, so the head leaves with the
+        // first file bytes (see the epoll driver's `flush_one`).
+        if !c.corked && c.sendq.has_file() {
+            crate::socket::set_cork(c.fd.as_raw_fd(), true);
+            c.corked = true;
+        }
         let op = &mut *c.send;
         op.iov.clear();
         c.sendq.pin_front(max_iovecs, |part| {
