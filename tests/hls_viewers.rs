@@ -45,7 +45,7 @@ fn hls_viewers_are_named_counted_admitted_and_expire() {
             "[{io}] Location {location}"
         );
         let context = query_context(&location);
-        assert_eq!(context.len(), 8, "[{io}] {location}");
+        assert_eq!(context.len(), 16, "[{io}] {location}");
 
         // The playlist names its segments with the context; they are served.
         let mut playlist = String::new();
@@ -91,9 +91,14 @@ fn hls_viewers_are_named_counted_admitted_and_expire() {
         let id = viewer["id"].as_str().unwrap_or("").to_string();
 
         // A viewer on_play refuses gets 403 (the `auto` hook reads `hook=deny` in the param).
-        let denied = http_client::get(server.http_port, "/live/cam.m3u8?hook=deny&hls_ctx=denied1")
-            .expect("GET");
+        let redirect = http_client::get(server.http_port, "/live/cam.m3u8?hook=deny").expect("GET");
+        let denied_location = redirect.header("location").unwrap_or("").to_string();
+        let denied = http_client::get(server.http_port, &denied_location).expect("GET");
         assert_eq!(denied.status, 403, "[{io}] refused by on_play");
+        // A context the server did not hand out is no viewer: redirected to a real one.
+        let forged = http_client::get(server.http_port, "/live/cam.m3u8?hls_ctx=madeup1234567890")
+            .expect("GET");
+        assert_eq!(forged.status, 302, "[{io}] a made-up context is redirected");
 
         // It stops asking: gone from the API, with on_stop, after its timeout (10 s).
         let stopped = Instant::now();

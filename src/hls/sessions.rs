@@ -28,6 +28,9 @@ pub struct HlsViewer {
     pub hook_body: Option<serde_json::Value>,
 }
 
+/// Most HLS viewers tracked at once; past it, new ones are served but not tracked.
+pub const MAX_VIEWERS: usize = 100_000;
+
 #[derive(Default)]
 pub struct HlsSessions {
     viewers: Mutex<HashMap<String, HlsViewer>>,
@@ -39,12 +42,27 @@ impl HlsSessions {
         self.viewers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new context id: 8 characters nobody can guess from the ones they were given.
+    /// A new context: 8 random characters and 8 that sign them with this process's secret,
+    /// so a client cannot make up contexts (each would be a tracked viewer) — only use the
+    /// ones it was given.
     pub fn new_context(&self, serial: u64) -> String {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        crate::session::base36_id(self.ids.hash_one((serial, nanos)))
+        let id = crate::session::base36_id(self.ids.hash_one((serial, nanos)));
+        let signature = self.signature(&id);
+        id + &signature
+    }
+
+    fn signature(&self, id: &str) -> String {
+        crate::session::base36_id(self.ids.hash_one(("hls_ctx", id)))
+    }
+
+    /// Whether `context` is one this process handed out.
+    pub fn is_genuine(&self, context: &str) -> bool {
+        context.len() == 16
+            && context.is_char_boundary(8)
+            && self.signature(&context[..8]) == context[8..]
     }
 
     /// Counts a request of a known viewer (`bytes` sent); `false` for an unknown context.
@@ -59,8 +77,14 @@ impl HlsSessions {
         }
     }
 
-    pub fn admit(&self, context: String, viewer: HlsViewer) {
-        self.viewers().insert(context, viewer);
+    /// Tracks a new viewer; `false` (and not tracked) when [`MAX_VIEWERS`] already are.
+    pub fn admit(&self, context: String, viewer: HlsViewer) -> bool {
+        let mut viewers = self.viewers();
+        if viewers.len() >= MAX_VIEWERS {
+            return false;
+        }
+        viewers.insert(context, viewer);
+        true
     }
 
     /// Viewers not seen for `timeout`, removed.
@@ -200,11 +224,21 @@ cam-0.m4s?hls_ctx=abc\n#EXT-X-PART:DURATION=0.500,URI=\"cam-1.0.m4s?hls_ctx=abc\
     }
 
     #[test]
-    fn contexts_differ() {
+    fn contexts_differ_and_only_given_ones_are_genuine() {
         let sessions = HlsSessions::default();
         let a = sessions.new_context(1);
         let b = sessions.new_context(1);
-        assert_eq!(a.len(), 8);
+        assert_eq!(a.len(), 16);
         assert_ne!(a, b);
+        assert!(sessions.is_genuine(&a) && sessions.is_genuine(&b));
+        let mut forged = a.clone();
+        forged.replace_range(0..1, if a.starts_with('x') { "y" } else { "x" });
+        assert!(!sessions.is_genuine(&forged));
+        assert!(!sessions.is_genuine("short"));
+        assert!(!sessions.is_genuine("ééééééééééééé"));
+        assert!(
+            !HlsSessions::default().is_genuine(&a),
+            "another process's secret"
+        );
     }
 }

@@ -96,9 +96,12 @@ impl HttpSession {
                 resource,
                 Resource::Playlist | Resource::Init | Resource::Segment(_) | Resource::Part(..)
             );
+        // Only contexts we handed out count; a made-up one is as good as none.
+        let sessions = &ctx.shared.hls.sessions;
         let context = tracked
-            .then(|| context_of(query).map(str::to_string))
-            .flatten();
+            .then(|| context_of(query).filter(|c| sessions.is_genuine(c)))
+            .flatten()
+            .map(str::to_string);
         if tracked && context.is_none() && resource == Resource::Playlist {
             // SRS's hls_ctx: name this viewer, and come back with the name.
             let id = ctx.shared.hls.sessions.new_context(self.client.serial);
@@ -209,15 +212,20 @@ impl HttpSession {
         let Some(context) = wait.context.clone() else {
             return;
         };
-        tracing::info!(
-            client = %viewer.client.id,
-            peer = %viewer.client.peer,
-            vhost = %viewer.key.vhost,
-            stream = %format!("{}/{}", viewer.app, viewer.stream),
-            hls_ctx = %context,
-            "hls viewer started"
-        );
-        ctx.shared.hls.sessions.admit(context, viewer);
+        let (id, peer) = (viewer.client.id.clone(), viewer.client.peer);
+        let stream = format!("{}/{}", viewer.app, viewer.stream);
+        let vhost = viewer.key.vhost.clone();
+        if ctx.shared.hls.sessions.admit(context.clone(), viewer) {
+            tracing::info!(client = %id, peer = %peer, vhost = %vhost, stream = %stream, hls_ctx = %context, "hls viewer started");
+        } else {
+            tracing::warn!(
+                client = %id,
+                peer = %peer,
+                stream = %stream,
+                max = crate::hls::sessions::MAX_VIEWERS,
+                "too many hls viewers tracked; this one is served untracked"
+            );
+        }
     }
 
     /// `on_play`'s verdict for a new HLS viewer.
