@@ -285,8 +285,6 @@ pub struct HlsState {
     pub init: Bytes,
     pub dash_init: [Bytes; 2],
     pub dash_tracks: [Option<DashTrackInfo>; 2],
-    /// HLS `CODECS` (for the index).
-    pub codecs: String,
     pub playlist: Bytes,
     pub mpd: Bytes,
     /// Wall clock of DASH media time 0, Unix ms.
@@ -316,7 +314,6 @@ impl HlsStream {
                 init: Bytes::new(),
                 dash_init: [Bytes::new(), Bytes::new()],
                 dash_tracks: [None, None],
-                codecs: String::new(),
                 playlist: Bytes::new(),
                 mpd: Bytes::new(),
                 dash_epoch_unix_ms: 0,

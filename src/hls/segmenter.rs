@@ -124,6 +124,8 @@ pub struct Packager {
     pending_video: Option<PendingVideo>,
     audio_next: Option<u64>,
     fragment_seq: u32,
+    /// Segments this packager opened.
+    opened_segments: u64,
     dash: [DashBuilder; 2],
     /// Whether init segments match the tracks (rebuilt at the next frame when not).
     init_ready: bool,
@@ -155,6 +157,7 @@ impl Packager {
             pending_video: None,
             audio_next: None,
             fragment_seq: 1,
+            opened_segments: 0,
             dash: [DashBuilder::default(), DashBuilder::default()],
             init_ready: false,
         }
@@ -311,8 +314,9 @@ impl Packager {
         Some(out)
     }
 
+    /// Whether this packager has opened a segment (its timeline continues from there).
     fn started_before(&self) -> bool {
-        self.fragment_seq > 1 || self.segment_start_ms.is_some()
+        self.opened_segments > 0
     }
 
     fn video_frame(&mut self, frame: &Frame) -> Vec<Waiter> {
@@ -488,6 +492,7 @@ impl Packager {
             self.build_init();
         }
         self.segment_start_ms = Some(out_ms);
+        self.opened_segments += 1;
         self.part = PartBuilder {
             start_ms: out_ms,
             ..PartBuilder::default()
@@ -542,11 +547,6 @@ impl Packager {
         if self.settings.fmp4 && !tracks.is_empty() {
             state.init = init(&tracks);
         }
-        state.codecs = tracks
-            .iter()
-            .map(|t| fmp4::codec_string(&t.codec))
-            .collect::<Vec<_>>()
-            .join(",");
         if self.settings.dash {
             for (track, info) in [(DashTrack::Video, &video), (DashTrack::Audio, &audio)] {
                 let index = track.index();
