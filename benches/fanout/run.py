@@ -106,7 +106,10 @@ def sluice_server(name, io, mw_latency_ms=None, play="rtmp"):
             "workers = 1\nmax_connections = 100000\n"
             f'[rtmp]\nlisten = "127.0.0.1:{port}"\n[log]\nlevel = "warn"\n'
             f'[http_server]\nlisten = "127.0.0.1:{http_port}"\n'
-            '[http_api]\nenabled = false\n' + play_conf
+            '[http_api]\nenabled = false\n'
+            # Fan-out alone, as nginx-rtmp is configured: no HLS segmenting of the stream (its
+            # window would also count as memory per viewer).
+            "[vhost.__defaultVhost__.hls]\nenabled = false\n" + play_conf
         )
         return [str(binary), "-c", str(conf), "--io", io]
 
