@@ -6,18 +6,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use sluice_proto::http::{BodyFraming, RequestHead, Version};
 
 use super::{HttpSession, Refusal, State};
-use bytes::Bytes;
-
 use crate::control::{Hook, Verdict};
 use crate::hls::sessions::{HlsViewer, context_of, tag_playlist, with_context};
 use crate::hls::{Block, Body, HlsStream, Lookup, Resource, Waiter};
 use crate::request::StreamRequest;
 use crate::security::Method;
-use crate::session::Ctx;
-use crate::session::{ClientInfo, HookSubject};
+use crate::session::{ClientInfo, Ctx, HookSubject};
 
 /// A request parked until its part exists.
 pub(super) struct HlsWait {
