@@ -132,7 +132,8 @@ impl RtmpClient {
             let n = match sock.read(&mut buf) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => n,
-                Err(e) if is_timeout(&e) => continue,
+                // A signal (another test's child exiting) may interrupt the read: try again.
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
             let used = handshake
