@@ -1,10 +1,11 @@
-"""Helpers the whole-server benchmark scripts share: logging, ports, process trees, apt."""
+"""Helpers the whole-server benchmark scripts share: logging, ports, process trees, CPU time, apt."""
 
 import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def log(message):
@@ -47,3 +48,13 @@ def apt_install(*packages):
     env = ["env", "DEBIAN_FRONTEND=noninteractive"]
     subprocess.run(prefix + env + ["apt-get", "update", "-q"], check=True)
     subprocess.run(prefix + env + ["apt-get", "install", "-y", "-q", *packages], check=True)
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds the processes `pids` have used (Linux /proc/PID/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks

@@ -21,20 +21,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib import apt_install, free_port, log, process_tree, wait_port  # noqa: E402
+from benchlib import (  # noqa: E402
+    apt_install, cpu_seconds, free_port, log, process_tree, wait_port)
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_CORE, LOAD_CORE = "0", "1"
 FILES = {"500k.bin": 500 * 1000, "4m.bin": 4 * 1000 * 1000}
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids):
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
 
 
 def sluice_cmd(io):

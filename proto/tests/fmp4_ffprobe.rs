@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{HevcStream, decode_errors, run, split_hevc, tools_present, work_dir};
+use common::{HevcStream, decode_errors, encode_hevc, run, split_hevc, tools_present, work_dir};
 use serde_json::Value;
 use sluice_proto::codec::{
     AudioPacket, AudioPacketKind, AudioSpecificConfig, AvcDecoderConfig, HevcDecoderConfig,
@@ -360,38 +360,10 @@ fn h265_access_units_to_fmp4_are_valid_hvc1() {
     if !tools_present("the fMP4 validity tests") {
         return;
     }
-    let encoders = run(Command::new("ffmpeg").args(["-hide_banner", "-encoders"]));
-    if !encoders.contains("libx265") {
-        eprintln!("SKIPPED: this ffmpeg cannot encode H.265 (no libx265)");
-        return;
-    }
     let dir = work_dir("fmp4-h265");
-    let raw_path = dir.join("in.hevc");
-    run(Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=25",
-            "-t",
-            "2",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-x265-params",
-            "log-level=error:bframes=0:keyint=25",
-            "-f",
-            "hevc",
-        ])
-        .arg(&raw_path));
-    let raw = std::fs::read(&raw_path).unwrap();
+    let Some(raw) = encode_hevc(&dir) else {
+        return;
+    };
     let HevcStream {
         vps,
         sps,

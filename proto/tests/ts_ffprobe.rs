@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{HevcStream, decode_errors, run, split_hevc, tools_present, work_dir};
+use common::{HevcStream, decode_errors, encode_hevc, run, split_hevc, tools_present, work_dir};
 use sluice_proto::codec::{
     AdtsHeader, AnnexBWriter, AudioPacket, AudioPacketKind, AudioSpecificConfig, AvcDecoderConfig,
     HevcDecoderConfig, VideoPacket, VideoPacketKind,
@@ -357,38 +357,9 @@ fn h265_access_units_remuxed_to_ts_are_valid() {
         return;
     }
     let dir = work_dir("h265");
-    let raw_path = dir.join("in.hevc");
-    let status = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=25",
-            "-t",
-            "2",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-x265-params",
-            "log-level=error:bframes=0:keyint=25",
-            "-f",
-            "hevc",
-        ])
-        .arg(&raw_path)
-        .status()
-        .expect("spawn ffmpeg");
-    if !status.success() {
-        eprintln!("SKIPPED: this ffmpeg cannot encode H.265 (no libx265)");
+    let Some(raw) = encode_hevc(&dir) else {
         return;
-    }
-    let raw = std::fs::read(&raw_path).unwrap();
+    };
     let HevcStream {
         vps,
         sps,

@@ -95,3 +95,33 @@ pub fn split_hevc(raw: &[u8]) -> HevcStream {
     }
     stream
 }
+
+/// Two seconds of 640x360 25 fps H.265 (x265, no B-frames, a keyframe each second) as an
+/// Annex B stream, made in `dir`; `None` (with a printed note) when ffmpeg has no libx265.
+pub fn encode_hevc(dir: &Path) -> Option<Vec<u8>> {
+    let encoders = run(Command::new("ffmpeg").args(["-hide_banner", "-encoders"]));
+    if !encoders.contains("libx265") {
+        eprintln!("SKIPPED: this ffmpeg cannot encode H.265 (no libx265)");
+        return None;
+    }
+    let raw_path = dir.join("in.hevc");
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y", "-f", "lavfi"])
+        .args([
+            "-i",
+            "testsrc=size=640x360:rate=25",
+            "-t",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:v", "libx265", "-preset", "ultrafast"])
+        .args([
+            "-x265-params",
+            "log-level=error:bframes=0:keyint=25",
+            "-f",
+            "hevc",
+        ])
+        .arg(&raw_path));
+    Some(std::fs::read(&raw_path).expect("read the encoded H.265"))
+}
