@@ -72,10 +72,15 @@ pub struct Config {
     pub max_connections: usize,
     /// Most connections at once from one IP address; 0 means no limit.
     pub max_connections_per_ip: usize,
+    /// Send runs of equal-size UDP datagrams with one GSO `sendmsg` (`UDP_SEGMENT`) where the
+    /// kernel supports it (SRT). The environment variable `SLUICE_UDP_GSO=0` turns it off too,
+    /// for benchmarks.
+    pub udp_gso: bool,
     pub log: LogConfig,
     pub rtmp: RtmpConfig,
     pub http_server: HttpServerConfig,
     pub http_api: HttpApiConfig,
+    pub srt_server: SrtServerConfig,
     /// Virtual hosts by name; `__defaultVhost__` always exists.
     pub vhost: BTreeMap<String, VhostConfig>,
 }
@@ -87,10 +92,12 @@ impl Default for Config {
             io: IoChoice::Auto,
             max_connections: 1000,
             max_connections_per_ip: 0,
+            udp_gso: true,
             log: LogConfig::default(),
             rtmp: RtmpConfig::default(),
             http_server: HttpServerConfig::default(),
             http_api: HttpApiConfig::default(),
+            srt_server: SrtServerConfig::default(),
             vhost: BTreeMap::new(),
         }
     }
@@ -190,6 +197,40 @@ impl Default for HttpApiConfig {
             listen: "0.0.0.0:1985".into(),
             cors_origin: "*".into(),
             auth: ApiAuthConfig::default(),
+        }
+    }
+}
+
+/// The SRT listener (SRS `srt_server`): MPEG-TS over SRT, publish and play, on one UDP port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SrtServerConfig {
+    pub enabled: bool,
+    /// UDP address every worker binds (`SO_REUSEPORT`: each peer stays on one worker).
+    pub listen: String,
+    /// TSBPD latency we ask for in both directions (ms); a connection uses the larger of
+    /// ours and the peer's (SRS `latency`).
+    pub latency_ms: u64,
+    /// A connection that hears nothing from its peer for this long is closed (ms).
+    pub peer_idle_timeout_ms: u64,
+    /// Non-empty: every connection must be encrypted with this passphrase (10–79 characters).
+    pub passphrase: String,
+    /// AES key length in bytes when encrypting: 16, 24 or 32.
+    pub pbkeylen: u16,
+    /// The app of a stream id that names only a stream.
+    pub default_app: String,
+}
+
+impl Default for SrtServerConfig {
+    fn default() -> Self {
+        SrtServerConfig {
+            enabled: true,
+            listen: "0.0.0.0:10080".into(),
+            latency_ms: 120,
+            peer_idle_timeout_ms: 10_000,
+            passphrase: String::new(),
+            pbkeylen: 16,
+            default_app: "live".into(),
         }
     }
 }
@@ -522,6 +563,40 @@ impl Config {
                 format!("not an address:port: {e}"),
             ));
         }
+        if let Err(e) = self.srt_server.listen.parse::<SocketAddr>() {
+            return Err((
+                "srt_server.listen".into(),
+                format!("not an address:port: {e}"),
+            ));
+        }
+        let srt = &self.srt_server;
+        if !srt.passphrase.is_empty() && !(10..=79).contains(&srt.passphrase.len()) {
+            return Err((
+                "srt_server.passphrase".into(),
+                "must be 10 to 79 characters (SRT's limits), or empty for no encryption".into(),
+            ));
+        }
+        if ![16, 24, 32].contains(&srt.pbkeylen) {
+            return Err(("srt_server.pbkeylen".into(), "must be 16, 24 or 32".into()));
+        }
+        if srt.latency_ms > 60_000 {
+            return Err((
+                "srt_server.latency_ms".into(),
+                "must be at most 60000".into(),
+            ));
+        }
+        if srt.peer_idle_timeout_ms < 1000 {
+            return Err((
+                "srt_server.peer_idle_timeout_ms".into(),
+                "must be at least 1000".into(),
+            ));
+        }
+        if srt.default_app.is_empty() || srt.default_app.contains('/') {
+            return Err((
+                "srt_server.default_app".into(),
+                "must be one non-empty path segment".into(),
+            ));
+        }
         if self.http_api.auth.enabled && self.http_api.auth.username.is_empty() {
             return Err((
                 "http_api.auth.username".into(),
@@ -678,6 +753,13 @@ impl Config {
         self.http_server
             .enabled
             .then(|| self.http_server.listen.parse().expect("validated at load"))
+    }
+
+    /// The SRT listen address, if SRT is enabled (validated at load).
+    pub fn srt_listen(&self) -> Option<SocketAddr> {
+        self.srt_server
+            .enabled
+            .then(|| self.srt_server.listen.parse().expect("validated at load"))
     }
 
     /// The settings for a vhost name, falling back to the default vhost like SRS. Returns the

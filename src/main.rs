@@ -78,7 +78,12 @@ fn main() -> ExitCode {
 
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+        // srt-protocol logs every connection's shutdown at info and every undecodable datagram
+        // at warn (a flood of junk would flood the log); our own log lines name the peer and the
+        // reason for what matters, so the crate is kept to errors unless SLUICE_LOG asks for more.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{},srt_protocol=error", config.log.level))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -114,6 +119,8 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
     };
     let listen = config.rtmp_listen();
     let http_listen = config.http_listen();
+    let srt_listen = config.srt_listen();
+    let udp_gso = config.udp_gso && std::env::var("SLUICE_UDP_GSO").map_or(true, |v| v != "0");
 
     // Each worker creates its driver and listener on its own thread (io_uring rings are
     // single-issuer), reports its waker, then waits for the shared state that needs them all.
@@ -131,7 +138,9 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
                     Driver::new(backend, &DriverConfig::default()).and_then(|mut driver| {
                         let rtmp = driver.listen(listen)?;
                         let http = http_listen.map(|addr| driver.listen(addr)).transpose()?;
-                        Ok((driver, (rtmp, http)))
+                        let srt = srt_listen.map(|addr| driver.bind_udp(addr)).transpose()?;
+                        driver.set_udp_gso(udp_gso && driver.udp_gso());
+                        Ok((driver, (rtmp, http, srt)))
                     });
                 let (driver, listeners) = match setup {
                     Ok(ok) => ok,
@@ -175,6 +184,8 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
         config = %path.display(),
         rtmp = %listen,
         http = %http_listen.map_or("off".to_string(), |a| a.to_string()),
+        srt = %srt_listen.map_or("off".to_string(), |a| a.to_string()),
+        udp_gso,
         api = %shared.config.api_listen().map_or("off".to_string(), |a| a.to_string()),
         workers,
         io = %backend,

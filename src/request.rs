@@ -123,6 +123,37 @@ impl StreamRequest {
         })
     }
 
+    /// A request from an SRT stream id already split into its parts (`proto::srt`): the vhost
+    /// is `h=`, else a `vhost=` key, else the default vhost; `param` is the extra keys
+    /// (`k=v&k2=v2`, without `?`). `tc_url` is the `srt://` URL SRS reports for such clients.
+    pub fn from_srt(
+        vhost: Option<&str>,
+        app: &str,
+        stream: &str,
+        param: &str,
+        server: std::net::SocketAddr,
+    ) -> Result<StreamRequest, RequestError> {
+        validate(app).map_err(|e| match e {
+            RequestError::EmptyStream => RequestError::EmptyApp,
+            other => other,
+        })?;
+        validate(stream)?;
+        let vhost = vhost
+            .or_else(|| vhost_param([param]))
+            .unwrap_or(crate::config::DEFAULT_VHOST);
+        Ok(StreamRequest {
+            vhost: vhost.to_string(),
+            app: app.to_string(),
+            stream: stream.to_string(),
+            param: if param.is_empty() {
+                String::new()
+            } else {
+                format!("?{param}")
+            },
+            tc_url: format!("srt://{server}/{app}"),
+        })
+    }
+
     /// The vhost a connect asks for, before any stream name is known (it sets the chunk size
     /// the session announces).
     pub fn connect_vhost(tc_url: &str, connect_app: &str) -> String {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_ring::{CloseReason, ConnId, Driver, Event, ListenerId, Waker};
+use sluice_ring::{CloseReason, ConnId, Driver, Event, ListenerId, UdpId, Waker};
 
 use crate::config::Config;
 use crate::control::views::{ClientView, WorkerCounters};
@@ -17,7 +17,9 @@ use crate::hub::local::LocalStream;
 use crate::hub::{Hub, Stream};
 use crate::session::http::HttpSession;
 use crate::session::rtmp::RtmpSession;
-use crate::session::{ClientInfo, Ctx, RATE_SAMPLE_EVERY, Session};
+use crate::session::srt::SrtSession;
+use crate::session::srt_listener::{Handshake, SrtListener};
+use crate::session::{ClientInfo, Ctx, RATE_SAMPLE_EVERY, Session, Timers};
 
 /// How often idle timeouts are checked.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
@@ -163,6 +165,10 @@ pub struct Worker {
     pub driver: Driver,
     rtmp_listener: ListenerId,
     http_listener: Option<ListenerId>,
+    /// The SRT socket, its peers and handshakes (when SRT is enabled).
+    srt: Option<SrtListener>,
+    /// Wake-ups sessions asked for (SRT timers).
+    timers: Timers,
     sessions: Vec<Option<Session>>,
     pub locals: HashMap<u64, LocalStream>,
     /// Streams published here that got frames in this batch: (stream, workers to wake).
@@ -179,15 +185,21 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker around a driver already listening (RTMP, and HTTP when enabled); run it on the
-    /// driver's thread.
+    /// A worker around a driver already listening (RTMP, and HTTP and SRT when enabled); run
+    /// it on the driver's thread.
     pub fn new(
         id: usize,
         driver: Driver,
-        listeners: (ListenerId, Option<ListenerId>),
+        listeners: (ListenerId, Option<ListenerId>, Option<UdpId>),
         shared: Arc<Shared>,
     ) -> Worker {
+        let srt = listeners.2.and_then(|sock| {
+            let local = driver.udp_local_addr(sock).ok()?;
+            Some(SrtListener::new(sock, local, &shared.config))
+        });
         Worker {
+            srt,
+            timers: Timers::new(),
             id,
             shared,
             driver,
@@ -219,6 +231,7 @@ impl Worker {
             while let Some(event) = self.driver.next_event() {
                 self.handle_event(event, now);
             }
+            self.run_timers(now);
             self.deliver_wakes();
             self.sync_dirty(now);
             self.flush_due(now);
@@ -252,6 +265,9 @@ impl Worker {
         }
         if let Some(shutdown) = self.shutdown_deadline {
             deadline = deadline.min(shutdown);
+        }
+        if let Some(std::cmp::Reverse((at, _))) = self.timers.peek() {
+            deadline = deadline.min(*at);
         }
         deadline.max(now)
     }
@@ -288,6 +304,26 @@ impl Worker {
                 self.put_session(conn, session);
             }
             Event::Closed { conn, reason } => self.closed(conn, reason, now),
+            Event::Datagrams {
+                sock: _,
+                peer,
+                buf,
+                segment_size,
+            } => {
+                let packets = crate::session::srt_listener::parse_datagrams(
+                    self.driver.recv_data(&buf),
+                    segment_size,
+                    peer,
+                );
+                self.driver.release(buf);
+                let (packets, dropped) = packets;
+                if let Some(srt) = &mut self.srt {
+                    srt.dropped += dropped;
+                }
+                for packet in packets {
+                    self.srt_packet(peer, packet, now);
+                }
+            }
             // The server makes no outbound connections yet (forward and edge will).
             Event::Connected { .. } => {}
             Event::Woken => {
@@ -358,12 +394,64 @@ impl Worker {
         self.shared.connections.fetch_sub(1, Ordering::SeqCst);
         if let Some(mut session) = self.take_session(conn) {
             // Only connections that got a session were counted per address and protocol.
-            self.shared.release_ip(session.client().peer.ip());
             match session {
                 Session::Rtmp(_) => self.counters.rtmp_connections -= 1,
                 Session::Http(_) => self.counters.http_connections -= 1,
+                Session::Srt(_) => self.counters.srt_connections -= 1,
+            }
+            let peer = session.client().peer;
+            if let Session::Srt(_) = session {
+                if let Some(srt) = &mut self.srt {
+                    srt.forget(&peer, conn);
+                }
+            } else {
+                self.shared.release_ip(peer.ip());
             }
             session.closed(reason, &mut self.ctx(conn, now));
+        }
+    }
+
+    /// An SRT packet: to its session, or to the listener as a handshake.
+    fn srt_packet(&mut self, peer: SocketAddr, packet: srt_protocol::packet::Packet, now: Instant) {
+        let Some(srt) = &mut self.srt else { return };
+        if let Some(conn) = srt.flow(&peer) {
+            let mut session = self.take_session(conn);
+            if let Some(Session::Srt(s)) = &mut session {
+                s.handle_packet(packet, &mut self.ctx(conn, now));
+            }
+            self.put_session(conn, session);
+            return;
+        }
+        let accepted = match srt.handshake(peer, packet, now, &self.shared, &mut self.driver) {
+            Handshake::Continue => return,
+            Handshake::Accepted(accepted) => accepted,
+        };
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        let conn = self.driver.open_flow(srt.sock, peer);
+        srt.add_peer(peer, conn);
+        self.shared.connections.fetch_add(1, Ordering::SeqCst);
+        self.counters.srt_connections += 1;
+        let serial = self.shared.next_client.fetch_add(1, Ordering::Relaxed);
+        let client = ClientInfo::new(serial, conn, peer, now);
+        let mut session = SrtSession::new(client, *accepted);
+        session.start(&mut self.ctx(conn, now));
+        self.put_session(conn, Some(Session::Srt(Box::new(session))));
+    }
+
+    /// Calls back the sessions whose wake-up is due.
+    fn run_timers(&mut self, now: Instant) {
+        while let Some(std::cmp::Reverse((at, conn))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let mut session = self.take_session(conn);
+            if let Some(Session::Srt(s)) = &mut session {
+                s.on_timer(&mut self.ctx(conn, now));
+            }
+            self.put_session(conn, session);
         }
     }
 
@@ -379,6 +467,7 @@ impl Worker {
             pending_wakes: &mut self.pending_wakes,
             dirty: &mut self.dirty,
             counters: &mut self.counters,
+            timers: &mut self.timers,
         }
     }
 
@@ -514,6 +603,10 @@ impl Worker {
                 session.check_timeouts(&mut self.ctx(conn, now));
             }
             self.put_session(conn, session);
+        }
+        if let Some(srt) = &mut self.srt {
+            srt.expire(now);
+            self.counters.srt_dropped_datagrams = srt.dropped;
         }
         if self.id == 0 {
             self.shared.hls.dispose_expired(now);

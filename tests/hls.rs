@@ -35,8 +35,9 @@ use std::time::{Duration, Instant};
 use common::hls::{self as hlsc, LlPlaylist};
 use common::http_client::{HttpConn, Response, request_bytes};
 use common::{
-    FfmpegPublisher, Io, Packet, PublishOpts, Server, ServerConfig, TempDir, Value,
-    ffprobe_frame_counts, ffprobe_packets, ffprobe_streams, wait_until,
+    FfmpegPublisher, Io, Packet, PublishOpts, Server, ServerConfig, TempDir, assert_av_streams,
+    assert_starts_on_keyframe, dts_of, ffprobe_frame_counts, ffprobe_packets, ffprobe_streams,
+    wait_until,
 };
 use m3u8_rs::MediaPlaylist;
 
@@ -192,54 +193,19 @@ fn check_segment_bytes(io: Io, path: &str, data: &[u8], fmp4: bool) {
     }
 }
 
-fn find_stream<'a>(io: Io, streams: &'a [Value], kind: &str, what: &str) -> &'a Value {
-    streams
-        .iter()
-        .find(|s| s["codec_type"] == kind)
-        .unwrap_or_else(|| panic!("[{io}] {what}: no {kind} stream: {streams:#?}"))
-}
-
 /// ffprobe reads `input` as `video_codec` 320x240 (with `video_tag`, if given) and AAC
 /// 44.1 kHz.
 fn probe_av(io: Io, input: &str, video_codec: &str, video_tag: Option<&str>) {
     let streams = ffprobe_streams(input, Duration::from_secs(30));
-    let video = find_stream(io, &streams, "video", input);
-    let audio = find_stream(io, &streams, "audio", input);
-    assert_eq!(
-        video["codec_name"], video_codec,
-        "[{io}] {input}: {video:#?}"
-    );
-    assert_eq!(
-        (video["width"].as_u64(), video["height"].as_u64()),
-        (Some(320), Some(240)),
-        "[{io}] {input}: {video:#?}"
-    );
+    let (video, _) = assert_av_streams(io, input, &streams, video_codec);
     if let Some(tag) = video_tag {
         assert_eq!(video["codec_tag_string"], tag, "[{io}] {input}: {video:#?}");
     }
-    assert_eq!(audio["codec_name"], "aac", "[{io}] {input}: {audio:#?}");
-    assert_eq!(audio["sample_rate"], "44100", "[{io}] {input}: {audio:#?}");
-}
-
-/// The decode times (s) of one track's packets.
-fn dts_of(packets: &[Packet], kind: &str) -> Vec<f64> {
-    packets
-        .iter()
-        .filter(|p| p.codec_type == kind)
-        .filter_map(|p| p.dts_time)
-        .collect()
 }
 
 /// One segment's packets: video starts on a keyframe, each track's DTS only increase.
 fn check_segment_packets(io: Io, name: &str, packets: &[Packet]) {
-    let first_video = packets
-        .iter()
-        .find(|p| p.codec_type == "video")
-        .unwrap_or_else(|| panic!("[{io}] {name}: no video packets"));
-    assert!(
-        first_video.keyframe,
-        "[{io}] {name}: the first video packet is not a keyframe: {first_video:?}"
-    );
+    assert_starts_on_keyframe(io, name, packets);
     for kind in ["video", "audio"] {
         let dts = dts_of(packets, kind);
         assert!(!dts.is_empty(), "[{io}] {name}: no {kind} packets");

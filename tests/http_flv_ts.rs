@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::http_client::{self, HttpConn, LiveViewer, Transport, ViewerOpts};
 use common::{
-    FfmpegPublisher, Io, PublishOpts, Server, ServerConfig, TempDir, Value, ffmpeg_record_as,
-    ffprobe_frame_counts, ffprobe_packets, ffprobe_streams,
+    FfmpegPublisher, Io, PublishOpts, Server, ServerConfig, TempDir, assert_starts_on_keyframe,
+    ffmpeg_record_as, ffprobe_frame_counts, ffprobe_packets, ffprobe_streams, probe_av,
 };
 
 const RECORD_SECONDS: f64 = 4.0;
@@ -23,33 +23,6 @@ const TS_PACKET: usize = 188;
 fn http_flv_ts_aac_play_in_ffmpeg() {
     common::require_ffmpeg();
     common::on_each_backend(flv_ts_aac);
-}
-
-fn find_stream<'a>(io: Io, streams: &'a [Value], kind: &str, url: &str) -> &'a Value {
-    streams
-        .iter()
-        .find(|s| s["codec_type"] == kind)
-        .unwrap_or_else(|| panic!("[{io}] {url}: no {kind} stream: {streams:#?}"))
-}
-
-/// ffprobe on a live URL: H.264 320x240 and AAC 44.1 kHz.
-fn probe_av(io: Io, url: &str) {
-    let streams = ffprobe_streams(url, Duration::from_secs(20));
-    assert_eq!(
-        streams.len(),
-        2,
-        "[{io}] {url}: ffprobe streams: {streams:#?}"
-    );
-    let video = find_stream(io, &streams, "video", url);
-    let audio = find_stream(io, &streams, "audio", url);
-    assert_eq!(video["codec_name"], "h264", "[{io}] {url}: {video:#?}");
-    assert_eq!(
-        (video["width"].as_u64(), video["height"].as_u64()),
-        (Some(320), Some(240)),
-        "[{io}] {url}: {video:#?}"
-    );
-    assert_eq!(audio["codec_name"], "aac", "[{io}] {url}: {audio:#?}");
-    assert_eq!(audio["sample_rate"], "44100", "[{io}] {url}: {audio:#?}");
 }
 
 /// A `-c copy` recording of RECORD_SECONDS: ~4 s of 30 fps video and of audio, starting on a
@@ -72,14 +45,7 @@ fn check_recording(io: Io, url: &str, file: &Path) {
         "[{io}] {url}: decoded {audio_frames} audio frames from {RECORD_SECONDS} s"
     );
     let packets = ffprobe_packets(file);
-    let first_video = packets
-        .iter()
-        .find(|p| p.codec_type == "video")
-        .unwrap_or_else(|| panic!("[{io}] {url}: no video packets"));
-    assert!(
-        first_video.keyframe,
-        "[{io}] {url}: the recording does not start on a keyframe: {first_video:?}"
-    );
+    assert_starts_on_keyframe(io, url, &packets);
     for kind in ["video", "audio"] {
         let dts: Vec<f64> = packets
             .iter()
@@ -170,8 +136,8 @@ fn flv_ts_aac(io: Io) {
     let aac_url = server.live_url("x", "aac");
 
     // What ffprobe sees on each URL.
-    probe_av(io, &flv_url);
-    probe_av(io, &ts_url);
+    probe_av(io, &flv_url, "h264");
+    probe_av(io, &ts_url, "h264");
     let streams = ffprobe_streams(&aac_url, Duration::from_secs(20));
     assert_eq!(
         streams.len(),

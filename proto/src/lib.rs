@@ -12,4 +12,5 @@ pub mod flv;
 pub mod fmp4;
 pub mod http;
 pub mod rtmp;
+pub mod srt;
 pub mod ts;

@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{HevcStream, decode_errors, encode_hevc, run, split_hevc, tools_present, work_dir};
-use serde_json::Value;
+use common::{
+    HevcStream, assert_decodes, encode_flv, encode_hevc, probe_streams, split_hevc, stream,
+    tools_present, work_dir,
+};
 use sluice_proto::codec::{
-    AudioPacket, AudioPacketKind, AudioSpecificConfig, AvcDecoderConfig, HevcDecoderConfig,
-    HevcSps, VideoPacket, VideoPacketKind,
+    AudioPacket, AudioPacketKind, AudioSpecificConfig, AvcDecoderConfig, VideoPacket,
+    VideoPacketKind,
 };
 use sluice_proto::flv::{FileHeader, Tag};
 use sluice_proto::fmp4::{
@@ -23,29 +22,6 @@ use sluice_proto::fmp4::{
 };
 
 const VIDEO_TIMESCALE: u32 = 90_000;
-
-/// `ffprobe -show_streams -count_frames -of json`: the streams array.
-fn probe_streams(path: &Path) -> Vec<Value> {
-    let json = run(Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-count_frames",
-            "-of",
-            "json",
-        ])
-        .arg(path));
-    let value: Value = serde_json::from_str(&json).expect("ffprobe JSON");
-    value["streams"].as_array().expect("streams").clone()
-}
-
-fn stream<'a>(streams: &'a [Value], codec_type: &str) -> &'a Value {
-    streams
-        .iter()
-        .find(|s| s["codec_type"] == codec_type)
-        .unwrap_or_else(|| panic!("no {codec_type} stream in {streams:?}"))
-}
 
 /// One sample of a track, with its decode time in the track's timescale.
 struct Media {
@@ -148,42 +124,8 @@ fn h264_aac_from_flv_to_fmp4_is_valid() {
         return;
     }
     let dir = work_dir("fmp4-h264");
-    let flv_path = dir.join("in.flv");
     // Default x264 settings use B-frames, so composition offsets are exercised.
-    run(Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=1280x720:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-t",
-            "3",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "25",
-            "-c:a",
-            "aac",
-            "-ac",
-            "2",
-            "-b:a",
-            "128k",
-            "-f",
-            "flv",
-        ])
-        .arg(&flv_path));
+    let flv_path = encode_flv(&dir, 3);
     let flv = std::fs::read(&flv_path).unwrap();
 
     let (header, mut offset) = FileHeader::parse(&flv).unwrap();
@@ -335,8 +277,7 @@ fn h264_aac_from_flv_to_fmp4_is_valid() {
         a["nb_read_frames"],
         media[1].media.len().to_string().as_str()
     );
-    let errors = decode_errors(&mp4_path);
-    assert!(errors.is_empty(), "ffmpeg decode errors:\n{errors}");
+    assert_decodes(&mp4_path, "ffmpeg");
 
     // A late joiner: the init segment and only the last fragment still decode cleanly, since
     // each fragment starts with a keyframe and carries its own decode times.
@@ -348,8 +289,7 @@ fn h264_aac_from_flv_to_fmp4_is_valid() {
     let v = stream(&streams, "video");
     let last_gop = video_cuts.last().unwrap().len();
     assert_eq!(v["nb_read_frames"], last_gop.to_string().as_str());
-    let errors = decode_errors(&late_path);
-    assert!(errors.is_empty(), "late joiner decode errors:\n{errors}");
+    assert_decodes(&late_path, "late joiner");
     if std::env::var_os("SLUICE_KEEP_FMP4").is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -364,27 +304,14 @@ fn h265_access_units_to_fmp4_are_valid_hvc1() {
     let Some(raw) = encode_hevc(&dir) else {
         return;
     };
-    let HevcStream {
-        vps,
-        sps,
-        pps,
-        access_units,
-    } = split_hevc(&raw);
+    let hevc = split_hevc(&raw);
+    let config = hevc.config();
+    let HevcStream { access_units, .. } = hevc;
     assert_eq!(access_units.len(), 50);
-    let parsed_sps = HevcSps::parse(&sps[0]).unwrap();
+    let parsed_sps = config.first_sps().unwrap();
     assert_eq!((parsed_sps.width, parsed_sps.height), (640, 360));
     let mut record = Vec::new();
-    HevcDecoderConfig {
-        general: parsed_sps.general,
-        chroma_format_idc: parsed_sps.chroma_format_idc,
-        bit_depth_luma: parsed_sps.bit_depth_luma,
-        bit_depth_chroma: parsed_sps.bit_depth_chroma,
-        nalu_length_size: 4,
-        vps,
-        sps,
-        pps,
-    }
-    .write(&mut record);
+    config.write(&mut record);
 
     let track = TrackInfo {
         id: 1,
@@ -428,7 +355,6 @@ fn h265_access_units_to_fmp4_are_valid_hvc1() {
     assert_eq!(v["width"], 640);
     assert_eq!(v["height"], 360);
     assert_eq!(v["nb_read_frames"], "50");
-    let errors = decode_errors(&mp4_path);
-    assert!(errors.is_empty(), "ffmpeg decode errors:\n{errors}");
+    assert_decodes(&mp4_path, "ffmpeg");
     let _ = std::fs::remove_dir_all(&dir);
 }

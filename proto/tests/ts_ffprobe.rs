@@ -9,12 +9,16 @@
 //!
 //! Skips (with a message) when ffmpeg or ffprobe is not installed.
 
+// Reads ffprobe's `key=value` output, not the JSON of `common::probe_streams`.
+#[allow(dead_code)]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{HevcStream, decode_errors, encode_hevc, run, split_hevc, tools_present, work_dir};
+use common::{
+    HevcStream, assert_decodes, encode_flv, encode_hevc, run, split_hevc, tools_present, work_dir,
+};
 use sluice_proto::codec::{
     AdtsHeader, AnnexBWriter, AudioPacket, AudioPacketKind, AudioSpecificConfig, AvcDecoderConfig,
     HevcDecoderConfig, VideoPacket, VideoPacketKind,
@@ -23,46 +27,6 @@ use sluice_proto::flv::{self, FileHeader, Tag, TagType};
 use sluice_proto::ts::{
     AudioStreamType, DemuxEvent, Frame, PACKET_SIZE, Track, TsDemuxer, TsMuxer, VideoStreamType,
 };
-
-/// Encodes `seconds` of 1280x720@25 test pattern and a 44.1 kHz stereo tone to FLV.
-fn encode_flv(dir: &Path, seconds: u32) -> PathBuf {
-    let path = dir.join("in.flv");
-    run(Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=1280x720:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-t",
-            &seconds.to_string(),
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "25",
-            "-c:a",
-            "aac",
-            "-ac",
-            "2",
-            "-b:a",
-            "128k",
-            "-f",
-            "flv",
-        ])
-        .arg(&path));
-    path
-}
 
 /// `key=value` lines of `ffprobe -show_entries` for a stream or the format.
 fn probe(path: &Path, args: &[&str]) -> Vec<(String, String)> {
@@ -228,8 +192,7 @@ fn h264_aac_flv_remuxed_to_ts_is_valid() {
     assert_eq!(value(&format, "format_name"), "mpegts");
     let duration: f64 = value(&format, "duration").parse().unwrap();
     assert!((duration - 3.0).abs() < 0.15, "duration {duration}");
-    let errors = decode_errors(&ts_path);
-    assert!(errors.is_empty(), "ffmpeg decode errors:\n{errors}");
+    assert_decodes(&ts_path, "ffmpeg");
 
     // Our demuxer agrees: one PES per frame, continuity intact.
     let mut demuxer = TsDemuxer::new();
@@ -273,8 +236,7 @@ fn viewer_joining_at_a_later_join_point_gets_a_valid_stream() {
         .collect();
     let late_path = dir.join("late.ts");
     std::fs::write(&late_path, &late).unwrap();
-    let errors = decode_errors(&late_path);
-    assert!(errors.is_empty(), "late joiner decode errors:\n{errors}");
+    assert_decodes(&late_path, "late joiner");
     let video = probe(
         &late_path,
         &[
@@ -360,26 +322,12 @@ fn h265_access_units_remuxed_to_ts_are_valid() {
     let Some(raw) = encode_hevc(&dir) else {
         return;
     };
-    let HevcStream {
-        vps,
-        sps,
-        pps,
-        access_units,
-    } = split_hevc(&raw);
+    let hevc = split_hevc(&raw);
+    let config = hevc.config();
+    let HevcStream { access_units, .. } = hevc;
     assert_eq!(access_units.len(), 50);
-    let parsed_sps = sluice_proto::codec::HevcSps::parse(&sps[0]).unwrap();
+    let parsed_sps = config.first_sps().unwrap();
     assert_eq!((parsed_sps.width, parsed_sps.height), (640, 360));
-    let general = parsed_sps.general;
-    let config = HevcDecoderConfig {
-        general,
-        chroma_format_idc: parsed_sps.chroma_format_idc,
-        bit_depth_luma: parsed_sps.bit_depth_luma,
-        bit_depth_chroma: parsed_sps.bit_depth_chroma,
-        nalu_length_size: 4,
-        vps,
-        sps,
-        pps,
-    };
     // Through the record's wire form, as it would arrive in an FLV sequence header.
     let mut record = Vec::new();
     config.write(&mut record);
@@ -418,7 +366,6 @@ fn h265_access_units_remuxed_to_ts_are_valid() {
     assert_eq!(value(&video, "width"), "640");
     assert_eq!(value(&video, "height"), "360");
     assert_eq!(value(&video, "nb_read_frames"), "50");
-    let errors = decode_errors(&ts_path);
-    assert!(errors.is_empty(), "ffmpeg decode errors:\n{errors}");
+    assert_decodes(&ts_path, "ffmpeg");
     let _ = std::fs::remove_dir_all(&dir);
 }

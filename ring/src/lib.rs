@@ -1,11 +1,14 @@
 //! sluice-ring: the data-plane I/O engine. One API, two backends chosen at start:
 //!
 //! - **uring** (Linux, io_uring): multishot accept, multishot recv from a provided buffer ring,
-//!   vectored `sendmsg`, file regions by linked `splice` (file → pipe → socket), wait timeouts,
-//!   and an eventfd read that another core completes to wake this one.
+//!   vectored `sendmsg`, file regions by linked `splice` (file → pipe → socket), UDP by
+//!   multishot `recvmsg` (with `UDP_GRO`) from a second buffer ring and linked `sendmsg`s
+//!   (with `UDP_SEGMENT`), wait timeouts, and an eventfd read that another core completes to
+//!   wake this one.
 //! - **epoll** (mio: epoll on Linux, kqueue on macOS, IOCP on Windows): the same operations as
 //!   non-blocking syscalls on readiness; file regions by `sendfile` on Linux, by read + write
-//!   elsewhere.
+//!   elsewhere; UDP by `recvmsg`/`sendmsg` with GRO/GSO (or `sendmmsg` without GSO) on Linux,
+//!   by `recv_from`/`send_to` elsewhere.
 //!
 //! A [`Driver`] belongs to one thread (thread-per-core). The caller's loop is:
 //!
@@ -24,6 +27,14 @@
 //! connections — with file regions written in order between the vectored writes. Every
 //! accepted connection ends with exactly one [`Event::Closed`], whoever closed it.
 //!
+//! UDP: [`Driver::bind_udp`] binds a socket (`SO_REUSEPORT`, so every worker binds the same
+//! address); what arrives comes as [`Event::Datagrams`], lent like TCP bytes and possibly
+//! several coalesced datagrams (GRO). Replies go through a *flow* ([`Driver::open_flow`]): a
+//! [`ConnId`] standing for (socket, peer) that queues datagrams ([`Driver::send_datagrams`]),
+//! counts as a connection, drains and closes like one, and is written at the next `wait` in as
+//! few `sendmsg` calls as GSO allows ([`Driver::set_udp_gso`]). [`Driver::send_to`] answers a
+//! peer that has no flow.
+//!
 //! All `unsafe` and every syscall of sluice live in this crate.
 
 use std::io;
@@ -38,6 +49,7 @@ mod epoll;
 mod sendq;
 mod slab;
 mod socket;
+mod udp;
 #[cfg(target_os = "linux")]
 mod uring;
 mod waker;
@@ -112,6 +124,13 @@ pub struct DriverConfig {
     pub ring_entries: u32,
     /// Most buffers gathered into one vectored write (the kernel's limit is 1024).
     pub max_iovecs: usize,
+    /// Number of UDP receive buffers, 64 KiB each so a GRO receive fits (io_uring: a second
+    /// buffer ring, registered with the first [`Driver::bind_udp`]; a power of two. epoll:
+    /// allocated as needed, this is unused).
+    pub udp_recv_buffers: u16,
+    /// `SO_RCVBUF`/`SO_SNDBUF` asked for each UDP socket, in bytes (the kernel caps it at
+    /// `net.core.rmem_max`/`wmem_max`); 0 keeps the system default.
+    pub udp_socket_buffer: usize,
 }
 
 impl Default for DriverConfig {
@@ -121,6 +140,8 @@ impl Default for DriverConfig {
             recv_buffers: 256,
             ring_entries: 4096,
             max_iovecs: 256,
+            udp_recv_buffers: 32,
+            udp_socket_buffer: 2 << 20,
         }
     }
 }
@@ -146,8 +167,12 @@ impl ConnId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ListenerId(pub(crate) u32);
 
-/// Received bytes lent by the driver; read with [`Driver::recv_data`], return with
-/// [`Driver::release`].
+/// A UDP socket of one driver (from [`Driver::bind_udp`]); it lives as long as the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpId(pub(crate) u32);
+
+/// Received bytes (TCP) or datagrams (UDP) lent by the driver; read with
+/// [`Driver::recv_data`], return with [`Driver::release`].
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a RecvBuf must be given back with Driver::release"]
 pub struct RecvBuf {
@@ -213,6 +238,16 @@ pub enum Event {
     },
     /// Another thread called [`Waker::wake`].
     Woken,
+    /// Datagrams from `peer` on `sock`: `buf` holds one datagram, or with GRO several
+    /// coalesced ones of `segment_size` bytes each (the last may be shorter); split with
+    /// `chunks(segment_size)`. `segment_size` is at least 1; empty datagrams are not reported.
+    /// Give `buf` back with [`Driver::release`] like any receive.
+    Datagrams {
+        sock: UdpId,
+        peer: SocketAddr,
+        buf: RecvBuf,
+        segment_size: usize,
+    },
 }
 
 /// Per-driver I/O counters: plain integers, owned by the driver's thread, summed by whoever
@@ -221,18 +256,31 @@ pub enum Event {
 pub struct IoCounters {
     /// Times the driver entered the kernel to wait or submit (`io_uring_enter` / `epoll_wait`).
     pub waits: u64,
-    /// Write operations issued: one per vectored write, one per file write (a `sendfile` call
-    /// on epoll; on io_uring a linked round of splices moving up to a pipe-full).
+    /// Stream (TCP) write operations issued: one per vectored write, one per file write (a
+    /// `sendfile` call on epoll; on io_uring a linked round of splices moving up to a
+    /// pipe-full). UDP sends count in `udp_send_calls` instead.
     pub writes: u64,
-    /// Syscalls issued for writes on the epoll backend (on io_uring, writes ride on `waits`).
+    /// Syscalls issued for stream writes on the epoll backend (on io_uring, writes ride on
+    /// `waits`).
     pub write_syscalls: u64,
-    /// Bytes written to sockets, file bytes included.
+    /// Bytes written to sockets, file bytes and UDP payload included.
     pub bytes_sent: u64,
     /// The part of `bytes_sent` that came from files ([`Driver::send_file`]).
     pub file_bytes_sent: u64,
+    /// Bytes received, UDP payload included.
     pub bytes_received: u64,
     pub accepted: u64,
     pub connected: u64,
+    /// UDP datagrams received (a GRO receive counts each datagram it carries).
+    pub datagrams_received: u64,
+    /// UDP datagrams the kernel took (a GSO send counts each datagram it carries).
+    pub datagrams_sent: u64,
+    /// UDP send calls: `sendmsg`/`sendmmsg`/`sendto` syscalls on epoll, `SENDMSG` operations
+    /// on io_uring.
+    pub udp_send_calls: u64,
+    /// UDP datagrams dropped: received truncated (or empty), or refused by a send with an
+    /// error other than would-block (too big, unreachable, ...).
+    pub datagrams_dropped: u64,
 }
 
 /// The I/O engine of one worker thread.
@@ -302,7 +350,8 @@ impl Driver {
         dispatch!(self, d => d.local_addr(listener))
     }
 
-    /// Stops accepting on every listener (graceful shutdown). Open connections are untouched.
+    /// Stops accepting on every listener (graceful shutdown). Open connections are untouched,
+    /// and so are UDP sockets (their flows are live sessions); they close with the driver.
     pub fn stop_listening(&mut self) {
         dispatch!(mut self, d => d.stop_listening())
     }
@@ -319,7 +368,8 @@ impl Driver {
     }
 
     /// Queues a shared buffer to be written to `conn` at the next [`Driver::wait`]. Ignored if
-    /// the connection is closing or gone.
+    /// the connection is closing or gone, or is a UDP flow (flows take datagrams only:
+    /// [`Driver::send_datagrams`]); the same holds for the other stream sends below.
     pub fn send(&mut self, conn: ConnId, data: Bytes) {
         dispatch!(mut self, d => d.queue(conn, &[], data))
     }
@@ -351,19 +401,21 @@ impl Driver {
         dispatch!(mut self, d => d.queue_file(conn, file, offset, len))
     }
 
-    /// Bytes queued or in flight for `conn` and not yet written, file regions included: the
-    /// back-pressure signal.
+    /// Bytes queued or in flight for `conn` and not yet written, file regions included (for a
+    /// flow, its datagrams): the back-pressure signal.
     pub fn pending_bytes(&self, conn: ConnId) -> usize {
         dispatch!(self, d => d.pending_bytes(conn))
     }
 
-    /// Closes `conn` now, dropping whatever is still queued. An [`Event::Closed`] follows.
+    /// Closes `conn` now, dropping whatever is still queued. An [`Event::Closed`] follows. On a
+    /// flow, datagrams already handed to the kernel still go out.
     pub fn close(&mut self, conn: ConnId) {
         dispatch!(mut self, d => d.close(conn))
     }
 
     /// Stops reading from `conn`, writes what is queued, then closes. If the peer never reads,
-    /// this never finishes: callers bound it with their own timeout and [`Driver::close`].
+    /// this never finishes: callers bound it with their own timeout and [`Driver::close`]. On a
+    /// flow: writes its queued datagrams, then closes.
     pub fn close_after_flush(&mut self, conn: ConnId) {
         dispatch!(mut self, d => d.close_after_flush(conn))
     }
@@ -384,18 +436,81 @@ impl Driver {
         dispatch!(self, d => d.recv_data(buf))
     }
 
-    /// Gives a receive buffer back to the driver.
+    /// Gives a receive buffer back to the driver (TCP bytes and UDP datagrams alike).
     pub fn release(&mut self, buf: RecvBuf) {
         dispatch!(mut self, d => d.release(buf))
     }
 
-    /// Live connections (accepted and not yet reported closed).
+    /// Live connections (accepted or connected, and UDP flows, not yet reported closed).
     pub fn connection_count(&self) -> usize {
         dispatch!(self, d => d.connection_count())
     }
 
     pub fn counters(&self) -> IoCounters {
         dispatch!(self, d => d.counters())
+    }
+
+    /// Binds a UDP socket on `addr` with `SO_REUSEPORT` (every worker binds the same address;
+    /// Linux's reuseport hash of the 4-tuple keeps each peer on one worker). Non-blocking.
+    /// Turns on `UDP_GRO` where the OS has it (Linux), so one receive may carry several
+    /// datagrams from one peer ([`Event::Datagrams`]). The socket lives as long as the driver.
+    pub fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<UdpId> {
+        dispatch!(mut self, d => d.bind_udp(addr))
+    }
+
+    /// The local address of a UDP socket (useful after binding port 0).
+    pub fn udp_local_addr(&self, sock: UdpId) -> io::Result<SocketAddr> {
+        dispatch!(self, d => d.udp_local_addr(sock))
+    }
+
+    /// Opens a flow: a [`ConnId`] standing for (`sock`, `peer`), used by connection-oriented
+    /// protocols on UDP (SRT, WebRTC). A flow has no socket of its own; it counts in
+    /// [`Driver::connection_count`], works with [`Driver::pending_bytes`], [`Driver::close`]
+    /// and [`Driver::close_after_flush`] (writes queued datagrams, then closes), and ends with
+    /// exactly one [`Event::Closed`] (`reason: Local`) like every connection. The stream sends
+    /// ([`Driver::send`], [`Driver::send_copy`], [`Driver::send_with_header`],
+    /// [`Driver::send_file`]) ignore a flow: flows take datagrams only. Datagrams from the peer
+    /// arrive as [`Event::Datagrams`] on `sock`, not on the flow: the caller maps peers to
+    /// flows. A `sock` this driver does not have gives a flow whose datagrams are all dropped.
+    pub fn open_flow(&mut self, sock: UdpId, peer: SocketAddr) -> ConnId {
+        dispatch!(mut self, d => d.open_flow(sock, peer))
+    }
+
+    /// Queues datagrams for a flow: `data` holds consecutive datagrams of `segment_size` bytes
+    /// each (the last may be shorter; 0 makes `data` one datagram). Written at the next
+    /// [`Driver::wait`]: with GSO on, in as few `sendmsg` calls with a `UDP_SEGMENT` control
+    /// message as the kernel allows (≤ 64 datagrams and ≤ 65,000 bytes per call; consecutive
+    /// calls with one segment size share a `sendmsg` when the earlier ones end on a full-sized
+    /// datagram); with GSO off (or not Linux), one datagram per send (on epoll on Linux,
+    /// several per `sendmmsg`). [`Event::Drained`] follows as for TCP. A datagram the kernel
+    /// refuses (too big, no route) is dropped and counted (`datagrams_dropped`); a full
+    /// socket buffer only delays. Ignored if the flow is closing or gone, or `conn` is not a
+    /// flow.
+    pub fn send_datagrams(&mut self, flow: ConnId, data: Bytes, segment_size: u16) {
+        dispatch!(mut self, d => d.send_datagrams(flow, data, segment_size))
+    }
+
+    /// Sends one datagram (copied) from `sock` to `peer` outside any flow: for answers to
+    /// strangers (a rejected handshake). Best effort: written at the next [`Driver::wait`]
+    /// (while the socket is full, epoll holds up to 1,024 of them per socket, io_uring waits
+    /// for room); dropped and counted (`datagrams_dropped`) when the kernel refuses it or the
+    /// socket is unknown. No event follows.
+    pub fn send_to(&mut self, sock: UdpId, peer: SocketAddr, data: &[u8]) {
+        dispatch!(mut self, d => d.send_to(sock, peer, data))
+    }
+
+    /// Turns GSO (`UDP_SEGMENT`) on or off for this driver's UDP sends (benchmarks compare
+    /// both). Default: on where the kernel supports `UDP_SEGMENT`; asking for it elsewhere
+    /// leaves it off. A driver whose GSO sends the kernel refuses (`EIO`/`ENOBUFS`: a device
+    /// without it) turns it off by itself and says so once in the log.
+    pub fn set_udp_gso(&mut self, on: bool) {
+        let on = on && socket::udp_gso_supported();
+        dispatch!(mut self, d => d.set_udp_gso(on))
+    }
+
+    /// Whether this driver's UDP sends use GSO.
+    pub fn udp_gso(&self) -> bool {
+        dispatch!(self, d => d.udp_gso())
     }
 }
 

@@ -98,6 +98,38 @@ impl<T> Slab<T> {
     }
 }
 
+/// What a connection id stands for in a driver: a TCP connection, or a UDP flow (a peer on a
+/// bound socket). Each backend has its own state for both.
+pub(crate) enum ConnSlot<C, F> {
+    Tcp(C),
+    Flow(F),
+}
+
+impl<C, F> Slab<ConnSlot<C, F>> {
+    // Only the io_uring backend (Linux) looks connections up without changing them.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn tcp(&self, id: ConnId) -> Option<&C> {
+        match self.get(id)? {
+            ConnSlot::Tcp(c) => Some(c),
+            ConnSlot::Flow(_) => None,
+        }
+    }
+
+    pub(crate) fn tcp_mut(&mut self, id: ConnId) -> Option<&mut C> {
+        match self.get_mut(id)? {
+            ConnSlot::Tcp(c) => Some(c),
+            ConnSlot::Flow(_) => None,
+        }
+    }
+
+    pub(crate) fn flow_mut(&mut self, id: ConnId) -> Option<&mut F> {
+        match self.get_mut(id)? {
+            ConnSlot::Flow(f) => Some(f),
+            ConnSlot::Tcp(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

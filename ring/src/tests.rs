@@ -857,3 +857,644 @@ fn outbound_connect_sends_a_file_queued_while_connecting() {
         server.stop();
     }
 }
+
+// ---- UDP ----
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// Datagrams received, split at their segment size, per socket.
+#[derive(Default)]
+struct Inbox {
+    /// (socket, peer, datagram), in arrival order.
+    datagrams: Vec<(UdpId, SocketAddr, Vec<u8>)>,
+    /// Datagrams per `Event::Datagrams` (more than one: GRO coalesced them).
+    per_event: Vec<usize>,
+    drained: Vec<ConnId>,
+    closed: Vec<(ConnId, CloseReason)>,
+}
+
+impl Inbox {
+    /// Records an event; returns the buffer to the driver.
+    fn take(&mut self, driver: &mut Driver, event: Event) {
+        match event {
+            Event::Datagrams {
+                sock,
+                peer,
+                buf,
+                segment_size,
+            } => {
+                assert!(segment_size > 0 && !buf.is_empty());
+                let data = driver.recv_data(&buf);
+                assert_eq!(data.len(), buf.len());
+                let chunks: Vec<Vec<u8>> = data.chunks(segment_size).map(<[u8]>::to_vec).collect();
+                self.per_event.push(chunks.len());
+                self.datagrams
+                    .extend(chunks.into_iter().map(|d| (sock, peer, d)));
+                driver.release(buf);
+            }
+            Event::Received { buf, .. } => driver.release(buf),
+            Event::Drained { conn } => self.drained.push(conn),
+            Event::Closed { conn, reason } => self.closed.push((conn, reason)),
+            _ => {}
+        }
+    }
+
+    fn on(&self, sock: UdpId) -> Vec<&[u8]> {
+        self.datagrams
+            .iter()
+            .filter(|(s, _, _)| *s == sock)
+            .map(|(_, _, d)| &d[..])
+            .collect()
+    }
+}
+
+/// Waits on every driver in turn, recording their events, until `done` says so (panics after
+/// 10 s).
+fn pump(drivers: &mut [&mut Driver], inbox: &mut Inbox, mut done: impl FnMut(&Inbox) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(inbox) {
+        assert!(Instant::now() < deadline, "timed out");
+        for driver in drivers.iter_mut() {
+            driver.wait(Some(Duration::from_millis(1))).unwrap();
+            while let Some(event) = driver.next_event() {
+                inbox.take(driver, event);
+            }
+        }
+    }
+}
+
+/// A `send_datagrams` call: the data and its segment size.
+type Call = (Vec<u8>, u16);
+
+/// The datagrams a list of calls makes.
+fn datagrams_of(calls: &[Call]) -> Vec<Vec<u8>> {
+    calls
+        .iter()
+        .flat_map(|(data, segment)| {
+            let segment = if *segment == 0 {
+                data.len()
+            } else {
+                *segment as usize
+            };
+            data.chunks(segment).map(<[u8]>::to_vec)
+        })
+        .collect()
+}
+
+/// Datagrams of assorted sizes, queued the ways a session does. With GSO they make 7 sends:
+/// [1] [100] [1200 1200 (5 × 1200 + 300)] [500] [10 × 1000] [60,000] [7] — the third joins
+/// three calls of one segment size and ends at the first short datagram.
+fn assorted_calls(seed: u8) -> Vec<Call> {
+    vec![
+        (pattern(1, seed), 0),
+        (pattern(100, seed.wrapping_add(1)), 100),
+        (pattern(1200, seed.wrapping_add(2)), 1200),
+        (pattern(1200, seed.wrapping_add(3)), 1200),
+        (pattern(5 * 1200 + 300, seed.wrapping_add(4)), 1200),
+        (pattern(500, seed.wrapping_add(5)), 1200),
+        (pattern(10 * 1000, seed.wrapping_add(6)), 1000),
+        (pattern(60_000, seed.wrapping_add(7)), 0),
+        (pattern(7, seed.wrapping_add(8)), 7),
+    ]
+}
+const ASSORTED_GSO_SENDS: u64 = 7;
+
+fn udp_driver(backend: Backend, gso: bool) -> Driver {
+    let mut driver = Driver::new(backend, &DriverConfig::default()).unwrap();
+    driver.set_udp_gso(gso);
+    if gso && !driver.udp_gso() {
+        eprintln!("{backend}: no UDP GSO on this kernel; testing without");
+    }
+    assert!(gso || !driver.udp_gso());
+    driver
+}
+
+/// Two UDP sockets of one driver on loopback, `a` to send from and `b` to receive on.
+struct UdpPair {
+    a: UdpId,
+    b: UdpId,
+    a_addr: SocketAddr,
+    b_addr: SocketAddr,
+}
+
+fn udp_pair(driver: &mut Driver, bind: SocketAddr) -> UdpPair {
+    let a = driver.bind_udp(bind).unwrap();
+    let b = driver.bind_udp(bind).unwrap();
+    UdpPair {
+        a,
+        b,
+        a_addr: driver.udp_local_addr(a).unwrap(),
+        b_addr: driver.udp_local_addr(b).unwrap(),
+    }
+}
+
+#[test]
+fn udp_flows_carry_datagrams_both_ways_in_order() {
+    for backend in backends() {
+        for gso in [true, false] {
+            let mut driver = udp_driver(backend, gso);
+            let gso = driver.udp_gso();
+            let UdpPair {
+                a,
+                b,
+                a_addr,
+                b_addr,
+            } = udp_pair(&mut driver, loopback());
+            let to_b = driver.open_flow(a, b_addr);
+            let to_a = driver.open_flow(b, a_addr);
+            assert_eq!(driver.connection_count(), 2);
+            let (calls_ab, calls_ba) = (assorted_calls(1), assorted_calls(100));
+            for (data, segment) in &calls_ab {
+                driver.send_datagrams(to_b, Bytes::from(data.clone()), *segment);
+            }
+            for (data, segment) in &calls_ba {
+                driver.send_datagrams(to_a, Bytes::from(data.clone()), *segment);
+            }
+            let bytes: usize = calls_ab.iter().map(|(d, _)| d.len()).sum();
+            assert_eq!(driver.pending_bytes(to_b), bytes);
+            let (want_b, want_a) = (datagrams_of(&calls_ab), datagrams_of(&calls_ba));
+            let mut inbox = Inbox::default();
+            pump(&mut [&mut driver], &mut inbox, |inbox| {
+                inbox.on(b).len() >= want_b.len()
+                    && inbox.on(a).len() >= want_a.len()
+                    && inbox.drained.len() >= 2
+            });
+            let what = format!("{backend}, gso {gso}");
+            assert!(inbox.on(b) == want_b, "{what}: a → b differs");
+            assert!(inbox.on(a) == want_a, "{what}: b → a differs");
+            for (sock, peer, _) in &inbox.datagrams {
+                assert_eq!(*peer, if *sock == b { a_addr } else { b_addr }, "{what}");
+            }
+            assert_eq!(driver.pending_bytes(to_b), 0, "{what}");
+            assert_eq!(driver.pending_bytes(to_a), 0, "{what}");
+            let c = driver.counters();
+            let datagrams = (want_a.len() + want_b.len()) as u64;
+            assert_eq!(c.datagrams_sent, datagrams, "{what}");
+            assert_eq!(c.datagrams_received, datagrams, "{what}");
+            assert_eq!(c.datagrams_dropped, 0, "{what}");
+            assert_eq!(c.bytes_sent, 2 * bytes as u64, "{what}");
+            assert_eq!(c.bytes_received, 2 * bytes as u64, "{what}");
+            match (gso, backend) {
+                (true, _) => assert_eq!(c.udp_send_calls, 2 * ASSORTED_GSO_SENDS, "{what}"),
+                (false, Backend::Uring) => assert_eq!(c.udp_send_calls, datagrams, "{what}"),
+                // sendmmsg on Linux: one call per flow; elsewhere one per datagram.
+                (false, Backend::Epoll) => {
+                    assert!(
+                        c.udp_send_calls >= 2 && c.udp_send_calls <= datagrams,
+                        "{what}"
+                    )
+                }
+            }
+            if gso {
+                assert!(
+                    inbox.per_event.iter().any(|&n| n > 1),
+                    "{what}: GSO sends arrive GRO-coalesced on loopback"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn udp_gro_receives_split_back_into_the_datagrams_sent() {
+    for backend in backends() {
+        let mut receiver = Driver::new(backend, &DriverConfig::default()).unwrap();
+        let sock = receiver.bind_udp(loopback()).unwrap();
+        let addr = receiver.udp_local_addr(sock).unwrap();
+        let numbered = |i: u32| {
+            let mut d = pattern(1000, i as u8);
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            d
+        };
+        // From a plain socket, as fast as it goes, in bursts the socket buffer holds.
+        let sender = std::net::UdpSocket::bind(loopback()).unwrap();
+        let mut inbox = Inbox::default();
+        let mut sent = 0u32;
+        while sent < 3000 {
+            for _ in 0..100 {
+                sender.send_to(&numbered(sent), addr).unwrap();
+                sent += 1;
+            }
+            pump(&mut [&mut receiver], &mut inbox, |inbox| {
+                inbox.datagrams.len() >= sent as usize
+            });
+        }
+        // From a driver with GSO: 64 datagrams a send, which loopback hands over whole.
+        let mut gso_sender = udp_driver(backend, true);
+        let gso = gso_sender.udp_gso();
+        let from = gso_sender.bind_udp(loopback()).unwrap();
+        let flow = gso_sender.open_flow(from, addr);
+        for round in 0..20u32 {
+            let mut data = Vec::new();
+            for i in 0..64 {
+                data.extend(numbered(3000 + round * 64 + i));
+            }
+            gso_sender.send_datagrams(flow, Bytes::from(data), 1000);
+            sent += 64;
+            pump(&mut [&mut gso_sender, &mut receiver], &mut inbox, |inbox| {
+                inbox.datagrams.len() >= sent as usize
+            });
+        }
+        assert_eq!(inbox.datagrams.len(), sent as usize, "{backend}");
+        for (i, (_, _, d)) in inbox.datagrams.iter().enumerate() {
+            assert!(*d == numbered(i as u32), "{backend}: datagram {i} differs");
+        }
+        let c = receiver.counters();
+        assert_eq!(c.datagrams_received, u64::from(sent), "{backend}");
+        assert_eq!(c.bytes_received, u64::from(sent) * 1000, "{backend}");
+        assert_eq!(c.datagrams_dropped, 0, "{backend}");
+        if gso {
+            let biggest = inbox.per_event.iter().max().copied().unwrap_or(0);
+            assert_eq!(biggest, 64, "{backend}: GRO coalesces a GSO send whole");
+            assert_eq!(gso_sender.counters().udp_send_calls, 20, "{backend}");
+        }
+    }
+}
+
+#[test]
+fn udp_gso_splits_more_than_64_datagrams_into_several_sends() {
+    for backend in backends() {
+        for gso in [true, false] {
+            let mut driver = udp_driver(backend, gso);
+            let gso = driver.udp_gso();
+            let UdpPair { a, b, b_addr, .. } = udp_pair(&mut driver, loopback());
+            let flow = driver.open_flow(a, b_addr);
+            // 100 datagrams of 200 bytes and one of 50, in one call.
+            let data = pattern(100 * 200 + 50, 9);
+            driver.send_datagrams(flow, Bytes::from(data.clone()), 200);
+            let mut inbox = Inbox::default();
+            pump(&mut [&mut driver], &mut inbox, |inbox| {
+                inbox.datagrams.len() >= 101 && !inbox.drained.is_empty()
+            });
+            let want: Vec<Vec<u8>> = data.chunks(200).map(<[u8]>::to_vec).collect();
+            let what = format!("{backend}, gso {gso}");
+            assert!(inbox.on(b) == want, "{what}");
+            let calls = driver.counters().udp_send_calls;
+            match (gso, backend) {
+                (true, _) => assert_eq!(calls, 2, "{what}: 64 + 37"),
+                (false, Backend::Uring) => assert_eq!(calls, 101, "{what}"),
+                (false, Backend::Epoll) => assert!((2..=101).contains(&calls), "{what}"),
+            }
+            assert_eq!(driver.counters().datagrams_sent, 101, "{what}");
+        }
+    }
+}
+
+#[test]
+fn udp_send_to_answers_a_stranger() {
+    for backend in backends() {
+        let mut driver = Driver::new(backend, &DriverConfig::default()).unwrap();
+        let sock = driver.bind_udp(loopback()).unwrap();
+        let addr = driver.udp_local_addr(sock).unwrap();
+        // Graceful shutdown leaves UDP sockets alone.
+        driver.stop_listening();
+        let stranger = std::net::UdpSocket::bind(loopback()).unwrap();
+        stranger
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stranger.send_to(b"hello?", addr).unwrap();
+        let mut inbox = Inbox::default();
+        pump(&mut [&mut driver], &mut inbox, |inbox| {
+            !inbox.datagrams.is_empty()
+        });
+        let (_, peer, data) = inbox.datagrams[0].clone();
+        assert_eq!(peer, stranger.local_addr().unwrap(), "{backend}");
+        assert_eq!(data, b"hello?", "{backend}");
+        driver.send_to(sock, peer, b"go away");
+        driver.wait(Some(Duration::ZERO)).unwrap();
+        let mut buf = [0; 100];
+        let (n, from) = stranger.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"go away"[..], addr), "{backend}");
+        // Counted, with nothing to drain or close: there is no flow.
+        pump(&mut [&mut driver], &mut inbox, |_| true);
+        let c = driver.counters();
+        assert_eq!((c.datagrams_sent, c.udp_send_calls), (1, 1), "{backend}");
+        assert!(inbox.drained.is_empty() && inbox.closed.is_empty());
+        assert_eq!(driver.connection_count(), 0);
+    }
+}
+
+#[test]
+fn udp_flow_close_reports_closed_once() {
+    for backend in backends() {
+        let mut driver = Driver::new(backend, &DriverConfig::default()).unwrap();
+        let UdpPair { a, b, b_addr, .. } = udp_pair(&mut driver, loopback());
+
+        // close(): at once, queued datagrams dropped, stale id ignored.
+        let flow = driver.open_flow(a, b_addr);
+        driver.send_datagrams(flow, Bytes::from_static(b"never"), 0);
+        // Stream sends on a flow are ignored.
+        driver.send_copy(flow, b"not a stream");
+        driver.send(flow, Bytes::from_static(b"nor this"));
+        assert_eq!(driver.pending_bytes(flow), 5);
+        driver.close(flow);
+        driver.close(flow);
+        driver.close_after_flush(flow);
+        driver.send_datagrams(flow, Bytes::from_static(b"late"), 0);
+        assert_eq!(driver.pending_bytes(flow), 0);
+        let mut inbox = Inbox::default();
+        pump(&mut [&mut driver], &mut inbox, |inbox| {
+            !inbox.closed.is_empty()
+        });
+        assert_eq!(inbox.closed, [(flow, CloseReason::Local)], "{backend}");
+        assert_eq!(driver.connection_count(), 0);
+
+        // close_after_flush(): what was queued goes out, then one Closed.
+        let flow = driver.open_flow(a, b_addr);
+        for i in 0..3u8 {
+            driver.send_datagrams(flow, Bytes::from(vec![i; 10]), 0);
+        }
+        driver.close_after_flush(flow);
+        driver.send_datagrams(flow, Bytes::from_static(b"dropped"), 0);
+        let mut inbox = Inbox::default();
+        pump(&mut [&mut driver], &mut inbox, |inbox| {
+            inbox.datagrams.len() >= 3 && !inbox.closed.is_empty()
+        });
+        for _ in 0..5 {
+            pump(&mut [&mut driver], &mut inbox, |_| true);
+        }
+        assert_eq!(
+            inbox.on(b),
+            [&[0u8; 10][..], &[1; 10], &[2; 10]],
+            "{backend}"
+        );
+        assert_eq!(inbox.closed, [(flow, CloseReason::Local)], "{backend}");
+        assert!(
+            inbox.drained.is_empty(),
+            "{backend}: a closing flow is not drained"
+        );
+        assert_eq!(driver.connection_count(), 0);
+        assert_eq!(driver.counters().datagrams_sent, 3, "{backend}");
+    }
+}
+
+#[test]
+fn udp_send_errors_drop_and_count_and_the_socket_goes_on() {
+    for backend in backends() {
+        for gso in [true, false] {
+            let mut driver = udp_driver(backend, gso);
+            let UdpPair { a, b, b_addr, .. } = udp_pair(&mut driver, loopback());
+            // A peer that is gone: ICMP port unreachable comes back, to be ignored.
+            let gone = std::net::UdpSocket::bind(loopback()).unwrap();
+            let gone_addr = gone.local_addr().unwrap();
+            drop(gone);
+            let dead = driver.open_flow(a, gone_addr);
+            driver.send_datagrams(dead, Bytes::from_static(b"anyone?"), 0);
+            let live = driver.open_flow(a, b_addr);
+            // Too big for UDP: refused, dropped, counted; what follows still goes.
+            driver.send_datagrams(live, Bytes::from(vec![1; 70_000]), 0);
+            driver.send_datagrams(live, Bytes::from(pattern(3 * 500, 4)), 500);
+            let mut inbox = Inbox::default();
+            pump(&mut [&mut driver], &mut inbox, |inbox| {
+                inbox.datagrams.len() >= 3 && inbox.drained.contains(&live)
+            });
+            driver.send_datagrams(dead, Bytes::from_static(b"still?"), 0);
+            driver.send_datagrams(live, Bytes::from_static(b"after"), 0);
+            pump(&mut [&mut driver], &mut inbox, |inbox| {
+                inbox.datagrams.len() >= 4
+            });
+            let what = format!("{backend}, gso {gso}");
+            let mut want: Vec<Vec<u8>> = pattern(1500, 4).chunks(500).map(<[u8]>::to_vec).collect();
+            want.push(b"after".to_vec());
+            assert!(inbox.on(b) == want, "{what}");
+            let c = driver.counters();
+            assert_eq!(c.datagrams_dropped, 1, "{what}");
+            assert_eq!(c.datagrams_sent, 2 + 3 + 1, "{what}");
+            assert!(inbox.closed.is_empty(), "{what}");
+        }
+    }
+}
+
+#[test]
+fn udp_bind_port_zero_and_share_a_port_between_drivers() {
+    for backend in backends() {
+        let mut first = Driver::new(backend, &DriverConfig::default()).unwrap();
+        // Port-0 binds get ports of their own, never one another socket has (SO_REUSEPORT
+        // would let the kernel hand out a port twice).
+        let mut ports = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let sock = first.bind_udp(loopback()).unwrap();
+            let port = first.udp_local_addr(sock).unwrap().port();
+            assert_ne!(port, 0, "{backend}");
+            assert!(
+                ports.insert(port),
+                "{backend}: port {port} handed out twice"
+            );
+        }
+        assert!(first.udp_local_addr(UdpId(100_000)).is_err());
+        // Workers share a configured port (SO_REUSEPORT): find a free one, then both bind it.
+        let addr = std::net::UdpSocket::bind(loopback())
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let sock = first.bind_udp(addr).unwrap();
+        assert_eq!(first.udp_local_addr(sock).unwrap(), addr, "{backend}");
+        let mut second = Driver::new(backend, &DriverConfig::default()).unwrap();
+        let other = second.bind_udp(addr).unwrap();
+        assert_eq!(second.udp_local_addr(other).unwrap(), addr, "{backend}");
+        // Each peer lands on one of them, every datagram of it on the same one.
+        let peer = std::net::UdpSocket::bind(loopback()).unwrap();
+        for i in 0..10u8 {
+            peer.send_to(&[i], addr).unwrap();
+        }
+        let mut inbox = Inbox::default();
+        pump(&mut [&mut first, &mut second], &mut inbox, |inbox| {
+            inbox.datagrams.len() >= 10
+        });
+        let data: Vec<u8> = inbox.datagrams.iter().map(|(_, _, d)| d[0]).collect();
+        assert_eq!(data, (0..10).collect::<Vec<u8>>(), "{backend}");
+        let on_first = first.counters().datagrams_received;
+        assert!(on_first == 0 || on_first == 10, "{backend}: {on_first}");
+    }
+}
+
+#[test]
+fn udp_and_tcp_share_a_driver() {
+    for backend in backends() {
+        let server = Server::spawn(backend, echo);
+        let mut driver = Driver::new(backend, &DriverConfig::default()).unwrap();
+        let conn = driver.connect(server.addr).unwrap();
+        let UdpPair { a, b, b_addr, .. } = udp_pair(&mut driver, loopback());
+        let flow = driver.open_flow(a, b_addr);
+        assert_ne!(conn.index(), flow.index());
+        driver.send_copy(conn, b"tcp");
+        driver.send_datagrams(flow, Bytes::from_static(b"udp"), 0);
+        // Datagrams on a flow are ignored on a TCP connection.
+        driver.send_datagrams(conn, Bytes::from_static(b"no"), 0);
+        assert_eq!(driver.pending_bytes(conn), 3);
+        let mut echoed = Vec::new();
+        let mut inbox = Inbox::default();
+        drive_until(&mut driver, |driver, event| {
+            match event {
+                Event::Received { buf, .. } => {
+                    echoed.extend_from_slice(driver.recv_data(&buf));
+                    driver.release(buf);
+                }
+                other => inbox.take(driver, other),
+            }
+            echoed.len() >= 3 && !inbox.datagrams.is_empty()
+        });
+        assert_eq!(echoed, b"tcp", "{backend}");
+        assert_eq!(inbox.on(b), [b"udp"], "{backend}");
+        assert_eq!(driver.connection_count(), 2);
+        driver.close(conn);
+        driver.close(flow);
+        let mut closed = 0;
+        drive_until(&mut driver, |_, event| {
+            closed += usize::from(matches!(event, Event::Closed { .. }));
+            closed == 2
+        });
+        assert_eq!(driver.connection_count(), 0);
+        server.stop();
+    }
+}
+
+#[test]
+fn udp_receive_buffers_held_by_the_caller_pause_receiving_without_loss() {
+    for backend in backends() {
+        let config = DriverConfig {
+            udp_recv_buffers: 4,
+            ..DriverConfig::default()
+        };
+        let mut driver = Driver::new(backend, &config).unwrap();
+        let sock = driver.bind_udp(loopback()).unwrap();
+        let addr = driver.udp_local_addr(sock).unwrap();
+        let peer = std::net::UdpSocket::bind(loopback()).unwrap();
+        for i in 0..40u8 {
+            peer.send_to(&[i; 100], addr).unwrap();
+        }
+        // Hold every buffer lent: io_uring runs out of its 4 and stops receiving.
+        let mut held = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while held.len() < 4 && Instant::now() < deadline {
+            driver.wait(Some(Duration::from_millis(5))).unwrap();
+            while let Some(event) = driver.next_event() {
+                if let Event::Datagrams { buf, .. } = event {
+                    held.push(buf);
+                }
+            }
+        }
+        for _ in 0..5 {
+            driver.wait(Some(Duration::from_millis(5))).unwrap();
+            while let Some(event) = driver.next_event() {
+                if let Event::Datagrams { buf, .. } = event {
+                    held.push(buf);
+                }
+            }
+        }
+        if backend == Backend::Uring {
+            assert_eq!(
+                held.len(),
+                4,
+                "{backend}: only as many as the buffer ring has"
+            );
+        }
+        let mut got: Vec<u8> = held.iter().map(|buf| driver.recv_data(buf)[0]).collect();
+        for buf in held {
+            driver.release(buf);
+        }
+        let mut inbox = Inbox::default();
+        pump(&mut [&mut driver], &mut inbox, |inbox| {
+            got.len() + inbox.datagrams.len() >= 40
+        });
+        got.extend(inbox.datagrams.iter().map(|(_, _, d)| d[0]));
+        assert_eq!(got, (0..40).collect::<Vec<u8>>(), "{backend}");
+    }
+}
+
+#[test]
+fn udp_many_flows_on_one_socket_each_arrive_in_order() {
+    for backend in backends() {
+        for gso in [true, false] {
+            let mut driver = udp_driver(backend, gso);
+            let sock = driver.bind_udp(loopback()).unwrap();
+            let peers: Vec<std::net::UdpSocket> = (0..20)
+                .map(|_| std::net::UdpSocket::bind(loopback()).unwrap())
+                .collect();
+            let flows: Vec<ConnId> = peers
+                .iter()
+                .map(|p| driver.open_flow(sock, p.local_addr().unwrap()))
+                .collect();
+            // 30 datagrams of 1,000 bytes per flow, queued one by one (joined into GSO sends).
+            for round in 0..30u32 {
+                for (i, flow) in flows.iter().enumerate() {
+                    let mut d = pattern(1000, i as u8);
+                    d[..4].copy_from_slice(&round.to_be_bytes());
+                    driver.send_datagrams(*flow, Bytes::from(d), 1000);
+                }
+            }
+            let mut inbox = Inbox::default();
+            pump(&mut [&mut driver], &mut inbox, |inbox| {
+                inbox.drained.len() >= 20
+            });
+            let what = format!("{backend}, gso {gso}");
+            for (i, peer) in peers.iter().enumerate() {
+                peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = [0; 2000];
+                for round in 0..30u32 {
+                    let n = peer.recv(&mut buf).unwrap();
+                    let mut want = pattern(1000, i as u8);
+                    want[..4].copy_from_slice(&round.to_be_bytes());
+                    assert!(buf[..n] == want, "{what}: flow {i} datagram {round}");
+                }
+            }
+            let c = driver.counters();
+            assert_eq!(c.datagrams_sent, 600, "{what}");
+            if driver.udp_gso() {
+                assert_eq!(c.udp_send_calls, 20, "{what}: one GSO send per flow");
+            }
+        }
+    }
+}
+
+#[test]
+fn udp_over_ipv6() {
+    let Ok(probe) = std::net::UdpSocket::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here");
+        return;
+    };
+    drop(probe);
+    for backend in backends() {
+        let mut driver = udp_driver(backend, true);
+        let UdpPair {
+            a,
+            b,
+            a_addr,
+            b_addr,
+        } = udp_pair(&mut driver, "[::1]:0".parse().unwrap());
+        let flow = driver.open_flow(a, b_addr);
+        let calls = assorted_calls(50);
+        for (data, segment) in &calls {
+            driver.send_datagrams(flow, Bytes::from(data.clone()), *segment);
+        }
+        let want = datagrams_of(&calls);
+        let mut inbox = Inbox::default();
+        pump(&mut [&mut driver], &mut inbox, |inbox| {
+            inbox.datagrams.len() >= want.len()
+        });
+        assert!(inbox.on(b) == want, "{backend}");
+        assert!(inbox.datagrams.iter().all(|(_, peer, _)| *peer == a_addr));
+    }
+}
+
+#[test]
+fn dropping_a_driver_with_udp_in_flight_is_prompt() {
+    for backend in backends() {
+        let mut driver = Driver::new(backend, &DriverConfig::default()).unwrap();
+        let UdpPair { a, b_addr, .. } = udp_pair(&mut driver, loopback());
+        let flow = driver.open_flow(a, b_addr);
+        driver.send_datagrams(flow, Bytes::from(vec![5; 20_000]), 1000);
+        driver.wait(Some(Duration::ZERO)).unwrap();
+        driver.send_datagrams(flow, Bytes::from(vec![6; 20_000]), 1000);
+        driver.send_to(a, b_addr, b"bye");
+        let started = Instant::now();
+        drop(driver);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{backend}: drop took {:?}",
+            started.elapsed()
+        );
+    }
+}

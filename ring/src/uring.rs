@@ -11,10 +11,22 @@
 //!   chain `splice(file → pipe)` → `splice(pipe → socket)`, one pipe-full per round; see
 //!   `start_file_send`;
 //! - wake-ups: a pending 8-byte read on an eventfd that other threads write;
-//! - timeouts: the wait's `EXT_ARG` timespec.
+//! - timeouts: the wait's `EXT_ARG` timespec;
+//! - UDP receive: one multishot `recvmsg` per socket, picking 64 KiB buffers from a second
+//!   provided-buffer ring (registered with the first UDP socket); each buffer starts with the
+//!   kernel's `io_uring_recvmsg_out`, the peer address and the control messages (`UDP_GRO`'s
+//!   segment size), then the datagrams. A truncated datagram is dropped and counted;
+//! - UDP send: per flow, one chain of linked `sendmsg`s at a time, each carrying a GSO batch
+//!   (`UDP_SEGMENT` control message) or, with GSO off, one datagram; the links keep the
+//!   flow's datagrams in order. Every operation owns its `msghdr`, iovecs, address, control
+//!   buffer and a reference to the bytes, in a pool of boxed operations reused across sends.
+//!   Datagrams of a send that would block (or was cancelled by its chain, or refused GSO) go
+//!   back to the front of the flow's queue once the chain is done; the next chain starts
+//!   with a poll for room when it would have blocked.
 //!
 //! A connection's fd is closed only after every operation on it has completed, so a reused fd
-//! number can never receive a stale operation.
+//! number can never receive a stale operation. UDP sockets close with the driver, after their
+//! operations.
 
 use std::collections::VecDeque;
 use std::io;
@@ -28,10 +40,27 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use crate::sendq::SendQueue;
 use crate::slab::Slab;
-use crate::{CloseReason, ConnId, DriverConfig, Event, IoCounters, ListenerId, RecvBuf, Waker};
+use crate::udp::{
+    Batch, ControlBuf, DatagramQueue, Dest, Gso, Part, UDP_BUFFER_BIT, UDP_RECV_PAYLOAD,
+};
+use crate::{
+    CloseReason, ConnId, DriverConfig, Event, IoCounters, ListenerId, RecvBuf, UdpId, Waker,
+};
 
-/// Buffer group id of the one provided-buffer ring each driver registers.
+/// Buffer group id of the provided-buffer ring for TCP receives.
 const BUFFER_GROUP: u16 = 0;
+/// Buffer group id of the provided-buffer ring for UDP receives.
+const UDP_BUFFER_GROUP: u16 = 1;
+
+/// The address room a UDP `recvmsg` asks for (`msg_namelen`): an IPv6 address, the largest.
+const UDP_NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
+/// Where a UDP receive's datagrams start in its buffer: after the kernel's
+/// `io_uring_recvmsg_out` (four u32), the address field and the control field, each as long as
+/// the `msghdr` asked.
+const UDP_PAYLOAD_OFFSET: usize = 16 + UDP_NAME_LEN + crate::udp::CONTROL_LEN;
+
+/// Most `sendmsg`s in one flow's chain: with GSO up to 64 datagrams each; without, one.
+const UDP_CHAIN_MAX: u32 = 32;
 
 /// What an operation's `user_data` refers to: kind in the top byte, then index and generation.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -48,6 +77,12 @@ enum Op {
     SpliceIn = 8,
     /// splice(pipe → socket).
     SpliceOut = 9,
+    /// Multishot recvmsg on a UDP socket (index: the socket).
+    UdpRecv = 10,
+    /// A UDP sendmsg (index: the operation in the pool).
+    UdpSend = 11,
+    /// Waits for a UDP socket to take more before a flow's chain (reports only on failure).
+    UdpPoll = 12,
 }
 
 fn user_data(op: Op, index: u32, generation: u32) -> u64 {
@@ -65,6 +100,9 @@ fn decode_user_data(data: u64) -> (Option<Op>, u32, u32) {
         7 => Some(Op::FilePoll),
         8 => Some(Op::SpliceIn),
         9 => Some(Op::SpliceOut),
+        10 => Some(Op::UdpRecv),
+        11 => Some(Op::UdpSend),
+        12 => Some(Op::UdpPoll),
         _ => None,
     };
     (op, ((data >> 32) & 0x00ff_ffff) as u32, data as u32)
@@ -101,6 +139,7 @@ pub(crate) fn probe() -> Result<(), String> {
         (opcode::AcceptMulti::CODE, "accept"),
         (opcode::RecvMulti::CODE, "recv"),
         (opcode::SendMsg::CODE, "sendmsg"),
+        (opcode::RecvMsgMulti::CODE, "recvmsg"),
         (opcode::Read::CODE, "read"),
         (opcode::AsyncCancel::CODE, "async_cancel"),
         (opcode::Splice::CODE, "splice"),
@@ -146,7 +185,7 @@ struct BufferRing {
 }
 
 impl BufferRing {
-    fn new(ring: &IoUring, count: u16, size: usize) -> io::Result<BufferRing> {
+    fn new(ring: &IoUring, count: u16, size: usize, group: u16) -> io::Result<BufferRing> {
         let count = count.clamp(1, 1 << 15).next_power_of_two();
         let layout = std::alloc::Layout::from_size_align(
             count as usize * std::mem::size_of::<types::BufRingEntry>(),
@@ -169,12 +208,8 @@ impl BufferRing {
         // SAFETY: the ring memory stays allocated until after it is unregistered (Drop order
         // in UringDriver) and is page aligned as the kernel requires.
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                entries as u64,
-                count,
-                BUFFER_GROUP,
-                0,
-            )?;
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, count, group, 0)?;
         }
         for id in 0..count {
             buffers.give(id);
@@ -206,8 +241,13 @@ impl BufferRing {
     }
 
     fn data(&self, id: u16, len: u32) -> &[u8] {
-        let start = id as usize * self.size;
-        &self.memory[start..start + len as usize]
+        self.data_at(id, 0, len as usize)
+    }
+
+    /// `len` bytes of buffer `id` from `offset`.
+    fn data_at(&self, id: u16, offset: usize, len: usize) -> &[u8] {
+        let start = id as usize * self.size + offset;
+        &self.memory[start..start + len]
     }
 }
 
@@ -333,12 +373,119 @@ struct Listener {
     armed: bool,
 }
 
+/// A UDP flow: datagrams queued for one peer through one of the driver's sockets.
+struct Flow {
+    sock: UdpId,
+    dest: Dest,
+    queue: DatagramQueue,
+    /// `sendmsg`s of this flow in flight: one chain at a time, so they stay in order.
+    in_flight: u32,
+    /// Bytes of those.
+    in_flight_bytes: usize,
+    /// Datagrams of the chain in flight to send again (it would block, was cancelled by an
+    /// earlier link, or GSO was refused), with their place in the chain; back at the front of
+    /// the queue, in order, once the chain is done.
+    returned: Vec<(u32, Part)>,
+    /// `close_after_flush`: closes once everything is written.
+    draining: bool,
+    queued_for_flush: bool,
+    /// A send would have blocked: start the next chain with a poll for room.
+    needs_poll: bool,
+}
+
+/// What a connection id stands for.
+type Slot = crate::slab::ConnSlot<Conn, Flow>;
+
+struct UdpSock {
+    socket: std::net::UdpSocket,
+    recv_armed: bool,
+}
+
+/// A UDP `sendmsg` in flight, boxed so every pointer in `msg` (to `iov`, `name`, `control`)
+/// stays put until its completion; `parts` keeps the bytes `iov` points into alive.
+struct UdpSendOp {
+    msg: libc::msghdr,
+    iov: Vec<libc::iovec>,
+    parts: Vec<Part>,
+    name: socket2::SockAddr,
+    control: ControlBuf,
+    /// The flow it writes for (`None`: a `send_to`).
+    flow: Option<ConnId>,
+    /// Its place in the flow's chain.
+    seq: u32,
+    datagrams: usize,
+    bytes: usize,
+    /// Carries a `UDP_SEGMENT` control message.
+    segmented: bool,
+}
+
+impl UdpSendOp {
+    fn new() -> UdpSendOp {
+        UdpSendOp {
+            // SAFETY: plain data, filled in before each use.
+            msg: unsafe { std::mem::zeroed() },
+            iov: Vec::new(),
+            parts: Vec::new(),
+            name: socket2::SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
+            control: ControlBuf::new(),
+            flow: None,
+            seq: 0,
+            datagrams: 0,
+            bytes: 0,
+            segmented: false,
+        }
+    }
+
+    /// Points `msg` at the parts taken for `batch`, to `name`, with a `UDP_SEGMENT` control
+    /// message when `segmented`.
+    fn prepare(&mut self, name: &socket2::SockAddr, batch: Batch, segmented: bool) {
+        self.iov.clear();
+        self.iov.extend(self.parts.iter().map(|part| libc::iovec {
+            iov_base: part.data.as_ptr() as *mut libc::c_void,
+            iov_len: part.data.len(),
+        }));
+        self.name = name.clone();
+        // SAFETY: msghdr is plain data; zeroed is "no name, no control".
+        self.msg = unsafe { std::mem::zeroed() };
+        self.msg.msg_name = self.name.as_ptr() as *mut libc::c_void;
+        self.msg.msg_namelen = self.name.len();
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = self.iov.len() as _;
+        if segmented {
+            // A batch of several datagrams is at most GSO_MAX_BYTES: its segment fits.
+            let len = self.control.set_segment(batch.segment as u16);
+            self.msg.msg_control = self.control.0.as_mut_ptr().cast();
+            self.msg.msg_controllen = len as _;
+        }
+        self.datagrams = batch.datagrams;
+        self.bytes = batch.bytes;
+        self.segmented = segmented;
+    }
+}
+
 pub(crate) struct UringDriver {
     // Field order is drop order: the ring goes before the memory it may write into.
     ring: IoUring,
     buffers: BufferRing,
+    /// UDP receive buffers (`UDP_PAYLOAD_OFFSET` + 64 KiB each), from the first `bind_udp`.
+    udp_buffers: Option<BufferRing>,
+    /// The `msghdr` every UDP multishot `recvmsg` uses: only its name and control lengths
+    /// count.
+    udp_msghdr: Box<libc::msghdr>,
+    /// UDP sends, in flight or free for reuse (`free_udp_ops`); boxed so an operation the
+    /// kernel reads stays put when the vector grows.
+    #[allow(clippy::vec_box)]
+    udp_ops: Vec<Box<UdpSendOp>>,
+    free_udp_ops: Vec<u32>,
+    udp_ops_in_flight: usize,
+    /// Scratch for building a flow's chain.
+    udp_chain: Vec<squeue::Entry>,
+    udp: Vec<UdpSock>,
+    udp_recv_buffers: u16,
+    udp_socket_buffer: usize,
+    gso: Gso,
     listeners: Vec<Option<Listener>>,
-    conns: Slab<Conn>,
+    conns: Slab<Slot>,
     ready: VecDeque<Event>,
     to_flush: Vec<ConnId>,
     /// Connections whose multishot recv ended and must be re-armed (e.g. after `ENOBUFS`).
@@ -365,7 +512,12 @@ impl UringDriver {
             .setup_cqsize(entries * 4)
             .build(entries)
             .or_else(|_| IoUring::builder().setup_cqsize(entries * 4).build(entries))?;
-        let buffers = BufferRing::new(&ring, config.recv_buffers, config.recv_buffer_size)?;
+        let buffers = BufferRing::new(
+            &ring,
+            config.recv_buffers,
+            config.recv_buffer_size,
+            BUFFER_GROUP,
+        )?;
         // SAFETY: eventfd returns a new fd we then own, or -1.
         let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if raw < 0 {
@@ -374,9 +526,23 @@ impl UringDriver {
         // SAFETY: raw is a fresh, valid fd.
         let wake_fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let waker = Waker::from_eventfd(wake_fd.try_clone()?);
+        // SAFETY: msghdr is plain data; zeroed is "no name, no control".
+        let mut udp_msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        udp_msghdr.msg_namelen = UDP_NAME_LEN as libc::socklen_t;
+        udp_msghdr.msg_controllen = crate::udp::CONTROL_LEN as _;
         Ok(UringDriver {
             ring,
             buffers,
+            udp_buffers: None,
+            udp_msghdr,
+            udp_ops: Vec::new(),
+            free_udp_ops: Vec::new(),
+            udp_ops_in_flight: 0,
+            udp_chain: Vec::new(),
+            udp: Vec::new(),
+            udp_recv_buffers: config.udp_recv_buffers,
+            udp_socket_buffer: config.udp_socket_buffer,
+            gso: Gso::new(),
             listeners: Vec::new(),
             conns: Slab::new(),
             ready: VecDeque::new(),
@@ -519,13 +685,13 @@ impl UringDriver {
         .build();
         let mut conn_state = Self::new_conn(fd, State::Connecting);
         conn_state.connect_to = Some(target);
-        let conn = self.conns.insert(conn_state);
+        let conn = self.conns.insert(Slot::Tcp(conn_state));
         self.push(entry.user_data(conn_user_data(Op::Connect, conn)));
         Ok(conn)
     }
 
     fn connected(&mut self, conn: ConnId, result: i32) {
-        let Some(c) = self.conns.get_mut(conn) else {
+        let Some(c) = self.conns.tcp_mut(conn) else {
             return;
         };
         c.connect_to = None;
@@ -551,16 +717,19 @@ impl UringDriver {
     }
 
     fn queue_flush(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn)
-            && !c.queued_for_flush
-        {
-            c.queued_for_flush = true;
+        let queued = match self.conns.get_mut(conn) {
+            Some(Slot::Tcp(c)) => &mut c.queued_for_flush,
+            Some(Slot::Flow(f)) => &mut f.queued_for_flush,
+            None => return,
+        };
+        if !*queued {
+            *queued = true;
             self.to_flush.push(conn);
         }
     }
 
     pub(crate) fn queue(&mut self, conn: ConnId, head: &[u8], body: Bytes) {
-        if let Some(c) = self.conns.get_mut(conn)
+        if let Some(c) = self.conns.tcp_mut(conn)
             && matches!(c.state, State::Open | State::Connecting)
         {
             c.sendq.push(head, body);
@@ -575,7 +744,7 @@ impl UringDriver {
         offset: u64,
         len: u64,
     ) {
-        if let Some(c) = self.conns.get_mut(conn)
+        if let Some(c) = self.conns.tcp_mut(conn)
             && matches!(c.state, State::Open | State::Connecting)
             && len > 0
         {
@@ -585,7 +754,11 @@ impl UringDriver {
     }
 
     pub(crate) fn pending_bytes(&self, conn: ConnId) -> usize {
-        self.conns.get(conn).map_or(0, |c| c.sendq.len())
+        match self.conns.get(conn) {
+            Some(Slot::Tcp(c)) => c.sendq.len(),
+            Some(Slot::Flow(f)) => f.queue.len() + f.in_flight_bytes,
+            None => 0,
+        }
     }
 
     pub(crate) fn close(&mut self, conn: ConnId) {
@@ -593,7 +766,15 @@ impl UringDriver {
     }
 
     pub(crate) fn close_after_flush(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn) else {
+        if let Some(flow) = self.conns.flow_mut(conn) {
+            if flow.queue.is_empty() && flow.in_flight == 0 {
+                self.begin_close(conn, CloseReason::Local);
+            } else {
+                flow.draining = true;
+            }
+            return;
+        }
+        let Some(c) = self.conns.tcp_mut(conn) else {
             return;
         };
         if c.state == State::Connecting {
@@ -624,7 +805,14 @@ impl UringDriver {
     /// Starts closing: drops what is queued, makes in-flight operations finish, and closes the
     /// fd once they have (`finish_if_idle`).
     fn begin_close(&mut self, conn: ConnId, reason: CloseReason) {
-        let Some(c) = self.conns.get_mut(conn) else {
+        if let Some(Slot::Flow(_)) = self.conns.get(conn) {
+            // A flow owns no fd, and its sends in flight own what they point at: it is gone
+            // at once.
+            self.conns.remove(conn);
+            self.ready.push_back(Event::Closed { conn, reason });
+            return;
+        }
+        let Some(c) = self.conns.tcp_mut(conn) else {
             return;
         };
         if matches!(c.state, State::Closing(_)) {
@@ -650,7 +838,7 @@ impl UringDriver {
     }
 
     fn finish_if_idle(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get(conn) else {
+        let Some(c) = self.conns.tcp(conn) else {
             return;
         };
         if let State::Closing(reason) = c.state
@@ -666,7 +854,7 @@ impl UringDriver {
     }
 
     fn arm_recv(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn) else {
+        let Some(c) = self.conns.tcp_mut(conn) else {
             return;
         };
         if c.state != State::Open || c.recv_armed {
@@ -682,7 +870,11 @@ impl UringDriver {
     fn flush(&mut self) {
         let mut batch = std::mem::take(&mut self.to_flush);
         for conn in batch.drain(..) {
-            self.start_send(conn);
+            match self.conns.get(conn) {
+                Some(Slot::Tcp(_)) => self.start_send(conn),
+                Some(Slot::Flow(_)) => self.start_flow_send(conn),
+                None => {}
+            }
         }
         if self.to_flush.is_empty() {
             self.to_flush = batch;
@@ -692,7 +884,7 @@ impl UringDriver {
     /// Submits one vectored send of everything queued (up to `max_iovecs` buffers).
     fn start_send(&mut self, conn: ConnId) {
         let max_iovecs = self.max_iovecs;
-        let Some(c) = self.conns.get_mut(conn) else {
+        let Some(c) = self.conns.tcp_mut(conn) else {
             return;
         };
         c.queued_for_flush = false;
@@ -750,7 +942,7 @@ impl UringDriver {
     /// thread and the worker; hence a big pipe.
     fn start_file_send(&mut self, conn: ConnId) {
         let page_size = self.page_size;
-        let Some(c) = self.conns.get_mut(conn) else {
+        let Some(c) = self.conns.tcp_mut(conn) else {
             return;
         };
         if c.sendq
@@ -855,7 +1047,7 @@ impl UringDriver {
     /// follows. Operations before the one reporting succeeded in full; those after it were
     /// cancelled.
     fn file_sent(&mut self, conn: ConnId, op: Op, result: i32) {
-        let Some(c) = self.conns.get_mut(conn) else {
+        let Some(c) = self.conns.tcp_mut(conn) else {
             return;
         };
         let Some(round) = c.file_send.take() else {
@@ -913,6 +1105,14 @@ impl UringDriver {
         self.flush();
         for conn in std::mem::take(&mut self.to_rearm) {
             self.arm_recv(conn);
+        }
+        for id in 0..self.udp.len() {
+            if !self.udp[id].recv_armed {
+                self.arm_udp_recv(id as u32);
+            }
+        }
+        if let Some(udp_buffers) = &self.udp_buffers {
+            udp_buffers.publish();
         }
         for id in 0..self.listeners.len() {
             if matches!(&self.listeners[id], Some(l) if !l.armed) {
@@ -991,7 +1191,10 @@ impl UringDriver {
                 self.waker.reset();
                 self.ready.push_back(Event::Woken);
             }
-            Some(Op::Cancel) | None => {}
+            Some(Op::UdpRecv) => self.udp_received(index, result, flags),
+            Some(Op::UdpSend) => self.udp_sent(index, result),
+            // A failed poll for room: the sends linked after it report ECANCELED.
+            Some(Op::UdpPoll) | Some(Op::Cancel) | None => {}
         }
     }
 
@@ -1023,7 +1226,9 @@ impl UringDriver {
             return;
         };
         let _ = sock.set_tcp_nodelay(true);
-        let conn = self.conns.insert(Self::new_conn(fd, State::Open));
+        let conn = self
+            .conns
+            .insert(Slot::Tcp(Self::new_conn(fd, State::Open)));
         self.counters.accepted += 1;
         self.arm_recv(conn);
         self.ready.push_back(Event::Accepted {
@@ -1036,7 +1241,7 @@ impl UringDriver {
     fn received(&mut self, conn: ConnId, result: i32, flags: u32) {
         let buffer = cqueue::buffer_select(flags);
         let more = cqueue::more(flags);
-        let Some(c) = self.conns.get_mut(conn) else {
+        let Some(c) = self.conns.tcp_mut(conn) else {
             // Cannot happen (slots outlive their operations), but never leak a buffer.
             if let Some(id) = buffer {
                 self.buffers.give(id);
@@ -1081,7 +1286,7 @@ impl UringDriver {
     }
 
     fn sent(&mut self, conn: ConnId, result: i32) {
-        let Some(c) = self.conns.get_mut(conn) else {
+        let Some(c) = self.conns.tcp_mut(conn) else {
             return;
         };
         c.send_in_flight = false;
@@ -1105,7 +1310,7 @@ impl UringDriver {
     /// A write completed without error: close if closing, write on if more is queued, else
     /// report the queue drained.
     fn after_write(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn) else {
+        let Some(c) = self.conns.tcp_mut(conn) else {
             return;
         };
         match c.state {
@@ -1136,7 +1341,7 @@ impl UringDriver {
             let event = self.ready.pop_front()?;
             match event {
                 Event::Received { conn, buf } => {
-                    if matches!(self.conns.get(conn), Some(c) if c.state == State::Open) {
+                    if matches!(self.conns.tcp(conn), Some(c) if c.state == State::Open) {
                         return Some(Event::Received { conn, buf });
                     }
                     // Closed since the data arrived: nobody wants it.
@@ -1149,11 +1354,25 @@ impl UringDriver {
     }
 
     pub(crate) fn recv_data(&self, buf: &RecvBuf) -> &[u8] {
-        self.buffers.data(buf.id, buf.len)
+        if buf.id & UDP_BUFFER_BIT != 0 {
+            let ring = self.udp_buffers.as_ref().expect("UDP buffers lent");
+            ring.data_at(
+                buf.id & !UDP_BUFFER_BIT,
+                UDP_PAYLOAD_OFFSET,
+                buf.len as usize,
+            )
+        } else {
+            self.buffers.data(buf.id, buf.len)
+        }
     }
 
     pub(crate) fn release(&mut self, buf: RecvBuf) {
-        self.buffers.give(buf.id);
+        if buf.id & UDP_BUFFER_BIT != 0 {
+            let ring = self.udp_buffers.as_mut().expect("UDP buffers lent");
+            ring.give(buf.id & !UDP_BUFFER_BIT);
+        } else {
+            self.buffers.give(buf.id);
+        }
     }
 
     pub(crate) fn connection_count(&self) -> usize {
@@ -1162,6 +1381,325 @@ impl UringDriver {
 
     pub(crate) fn counters(&self) -> IoCounters {
         self.counters
+    }
+
+    pub(crate) fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<UdpId> {
+        if self.udp_buffers.is_none() {
+            self.udp_buffers = Some(BufferRing::new(
+                &self.ring,
+                self.udp_recv_buffers,
+                UDP_PAYLOAD_OFFSET + UDP_RECV_PAYLOAD,
+                UDP_BUFFER_GROUP,
+            )?);
+        }
+        let socket = crate::socket::reuseport_udp(addr, self.udp_socket_buffer)?;
+        let id = self.udp.len() as u32;
+        self.udp.push(UdpSock {
+            socket,
+            recv_armed: false,
+        });
+        self.arm_udp_recv(id);
+        Ok(UdpId(id))
+    }
+
+    pub(crate) fn udp_local_addr(&self, sock: UdpId) -> io::Result<SocketAddr> {
+        match self.udp.get(sock.0 as usize) {
+            Some(s) => s.socket.local_addr(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such UDP socket",
+            )),
+        }
+    }
+
+    pub(crate) fn open_flow(&mut self, sock: UdpId, peer: SocketAddr) -> ConnId {
+        self.conns.insert(Slot::Flow(Flow {
+            sock,
+            dest: Dest::new(peer),
+            queue: DatagramQueue::default(),
+            in_flight: 0,
+            in_flight_bytes: 0,
+            returned: Vec::new(),
+            draining: false,
+            queued_for_flush: false,
+            needs_poll: false,
+        }))
+    }
+
+    pub(crate) fn send_datagrams(&mut self, flow: ConnId, data: Bytes, segment_size: u16) {
+        if let Some(f) = self.conns.flow_mut(flow)
+            && !f.draining
+            && !data.is_empty()
+        {
+            f.queue.push(data, segment_size);
+            self.queue_flush(flow);
+        }
+    }
+
+    pub(crate) fn send_to(&mut self, sock: UdpId, peer: SocketAddr, data: &[u8]) {
+        let Some(socket) = self.udp.get(sock.0 as usize) else {
+            self.counters.datagrams_dropped += 1;
+            return;
+        };
+        let fd = types::Fd(socket.socket.as_raw_fd());
+        let index = self.alloc_udp_op();
+        let op = &mut self.udp_ops[index as usize];
+        op.parts.push(Part {
+            data: Bytes::copy_from_slice(data),
+            segment: data.len().max(1),
+        });
+        let batch = Batch {
+            segment: data.len().max(1),
+            datagrams: 1,
+            bytes: data.len(),
+        };
+        op.prepare(&socket2::SockAddr::from(peer), batch, false);
+        op.flow = None;
+        let entry = opcode::SendMsg::new(fd, &op.msg)
+            .build()
+            .user_data(user_data(Op::UdpSend, index, 0));
+        self.udp_ops_in_flight += 1;
+        self.counters.udp_send_calls += 1;
+        self.push(entry);
+    }
+
+    pub(crate) fn set_udp_gso(&mut self, on: bool) {
+        self.gso.set(on);
+    }
+
+    pub(crate) fn udp_gso(&self) -> bool {
+        self.gso.on()
+    }
+
+    /// A send operation from the pool, its `parts` empty.
+    fn alloc_udp_op(&mut self) -> u32 {
+        match self.free_udp_ops.pop() {
+            Some(index) => index,
+            None => {
+                self.udp_ops.push(Box::new(UdpSendOp::new()));
+                (self.udp_ops.len() - 1) as u32
+            }
+        }
+    }
+
+    fn arm_udp_recv(&mut self, id: u32) {
+        let Some(sock) = self.udp.get_mut(id as usize) else {
+            return;
+        };
+        if sock.recv_armed {
+            return;
+        }
+        sock.recv_armed = true;
+        let entry = opcode::RecvMsgMulti::new(
+            types::Fd(sock.socket.as_raw_fd()),
+            &*self.udp_msghdr,
+            UDP_BUFFER_GROUP,
+        )
+        .build()
+        .user_data(user_data(Op::UdpRecv, id, 0));
+        self.push(entry);
+    }
+
+    /// A completion of a UDP socket's multishot `recvmsg`: one datagram, or a GRO batch.
+    fn udp_received(&mut self, id: u32, result: i32, flags: u32) {
+        let buffer = cqueue::buffer_select(flags);
+        if let Some(sock) = self.udp.get_mut(id as usize)
+            && !cqueue::more(flags)
+        {
+            // Re-armed at the next wait (after ENOBUFS, once buffers come back).
+            sock.recv_armed = false;
+        }
+        let Some(ring) = self.udp_buffers.as_mut() else {
+            return;
+        };
+        let Some(bid) = buffer else {
+            if result < 0 && result != -libc::ENOBUFS && result != -libc::ECANCELED {
+                let e = io::Error::from_raw_os_error(-result);
+                tracing::debug!(error = %e, "UDP receive error ignored");
+            }
+            return;
+        };
+        if result < 0 {
+            ring.give(bid);
+            return;
+        }
+        let whole = ring.data_at(bid, 0, result as usize);
+        let parsed = types::RecvMsgOut::parse(whole, &self.udp_msghdr)
+            .ok()
+            .map(|out| {
+                let payload = out.payload_data();
+                debug_assert!(
+                    payload.is_empty()
+                        || payload.as_ptr() as usize - whole.as_ptr() as usize
+                            == UDP_PAYLOAD_OFFSET
+                );
+                let len = payload.len();
+                let peer = crate::udp::sockaddr_from_bytes(out.name_data());
+                let segment = crate::udp::gro_segment(out.control_data())
+                    .map_or(len, |segment| segment.min(len));
+                (len, out.is_payload_truncated(), peer, segment)
+            });
+        match parsed {
+            Some((len, false, Some(peer), segment)) if len > 0 => {
+                self.counters.bytes_received += len as u64;
+                self.counters.datagrams_received += crate::udp::datagram_count(len, segment) as u64;
+                self.ready.push_back(Event::Datagrams {
+                    sock: UdpId(id),
+                    peer,
+                    buf: RecvBuf {
+                        id: UDP_BUFFER_BIT | bid,
+                        len: len as u32,
+                    },
+                    segment_size: segment,
+                });
+            }
+            _ => {
+                // Cut short (never delivered cut), empty, or from no IP address.
+                ring.give(bid);
+                self.counters.datagrams_dropped += 1;
+            }
+        }
+    }
+
+    /// Submits a flow's queued datagrams as one chain of linked `sendmsg`s (GSO batches, or
+    /// single datagrams), unless a chain of it is still in flight.
+    fn start_flow_send(&mut self, conn: ConnId) {
+        let Some(flow) = self.conns.flow_mut(conn) else {
+            return;
+        };
+        flow.queued_for_flush = false;
+        if flow.in_flight > 0 || flow.queue.is_empty() {
+            return;
+        }
+        let Some(sock) = self.udp.get(flow.sock.0 as usize) else {
+            self.counters.datagrams_dropped += flow.queue.datagrams() as u64;
+            flow.queue.clear();
+            return self.after_flow_write(conn);
+        };
+        let fd = types::Fd(sock.socket.as_raw_fd());
+        let mut chain = std::mem::take(&mut self.udp_chain);
+        chain.clear();
+        if flow.needs_poll {
+            flow.needs_poll = false;
+            chain.push(
+                opcode::PollAdd::new(fd, libc::POLLOUT as u32)
+                    .build()
+                    .user_data(user_data(Op::UdpPoll, 0, 0))
+                    .flags(squeue::Flags::SKIP_SUCCESS),
+            );
+        }
+        let gso = self.gso.on();
+        let mut seq = 0;
+        while seq < UDP_CHAIN_MAX && !flow.queue.is_empty() {
+            let index = match self.free_udp_ops.pop() {
+                Some(index) => index,
+                None => {
+                    self.udp_ops.push(Box::new(UdpSendOp::new()));
+                    (self.udp_ops.len() - 1) as u32
+                }
+            };
+            let op = &mut self.udp_ops[index as usize];
+            let batch = flow
+                .queue
+                .take(gso, &mut op.parts)
+                .expect("the queue is not empty");
+            op.prepare(&flow.dest.raw, batch, gso && batch.datagrams > 1);
+            op.flow = Some(conn);
+            op.seq = seq;
+            flow.in_flight += 1;
+            flow.in_flight_bytes += batch.bytes;
+            self.udp_ops_in_flight += 1;
+            self.counters.udp_send_calls += 1;
+            chain.push(
+                opcode::SendMsg::new(fd, &op.msg)
+                    .build()
+                    .user_data(user_data(Op::UdpSend, index, 0)),
+            );
+            seq += 1;
+        }
+        let last = chain.len() - 1;
+        for entry in &mut chain[..last] {
+            *entry = entry.clone().flags(squeue::Flags::IO_LINK);
+        }
+        self.push_chain(&chain);
+        self.udp_chain = chain;
+    }
+
+    /// A UDP `sendmsg` completed: count it; for a flow, keep what must go again and, once its
+    /// chain is done, go on.
+    fn udp_sent(&mut self, index: u32, result: i32) {
+        let Some(op) = self.udp_ops.get_mut(index as usize) else {
+            return;
+        };
+        self.udp_ops_in_flight -= 1;
+        self.free_udp_ops.push(index);
+        let flow = op.flow.take();
+        let mut would_block = false;
+        let again = if result >= 0 {
+            self.counters.datagrams_sent += op.datagrams as u64;
+            self.counters.bytes_sent += result as u64;
+            false
+        } else {
+            let error = io::Error::from_raw_os_error(-result);
+            match -result {
+                libc::EAGAIN => {
+                    would_block = true;
+                    true
+                }
+                libc::ECANCELED | libc::EINTR => true,
+                _ if op.segmented && self.gso.refused(&error) => true,
+                _ => {
+                    self.counters.datagrams_dropped += op.datagrams as u64;
+                    tracing::debug!(
+                        error = %error,
+                        datagrams = op.datagrams,
+                        "UDP send failed; datagrams dropped"
+                    );
+                    false
+                }
+            }
+        };
+        let flow_state = flow.and_then(|conn| Some((conn, self.conns.flow_mut(conn)?)));
+        let Some((conn, f)) = flow_state else {
+            // A `send_to` (best effort), or the flow closed since: nothing to send again.
+            if again && flow.is_none() {
+                self.counters.datagrams_dropped += 1;
+            }
+            op.parts.clear();
+            return;
+        };
+        f.in_flight -= 1;
+        f.in_flight_bytes -= op.bytes;
+        f.needs_poll |= would_block;
+        if again {
+            let seq = op.seq;
+            f.returned
+                .extend(op.parts.drain(..).map(|part| (seq, part)));
+        } else {
+            op.parts.clear();
+        }
+        if f.in_flight == 0 {
+            if !f.returned.is_empty() {
+                // Stable: parts of one send keep their order.
+                f.returned.sort_by_key(|(seq, _)| *seq);
+                f.queue.put_back(f.returned.drain(..).map(|(_, part)| part));
+            }
+            self.after_flow_write(conn);
+        }
+    }
+
+    /// A flow's chain is done: send the rest, or report it drained (closing it if asked).
+    fn after_flow_write(&mut self, conn: ConnId) {
+        let Some(flow) = self.conns.flow_mut(conn) else {
+            return;
+        };
+        if !flow.queue.is_empty() {
+            self.queue_flush(conn);
+        } else if flow.draining {
+            self.begin_close(conn, CloseReason::Local);
+        } else {
+            self.ready.push_back(Event::Drained { conn });
+        }
     }
 }
 
@@ -1172,7 +1710,7 @@ impl Drop for UringDriver {
     fn drop(&mut self) {
         self.stop_listening();
         for conn in self.conns.ids() {
-            if let Some(c) = self.conns.get(conn) {
+            if let Some(c) = self.conns.tcp(conn) {
                 // SAFETY: shutdown on an fd we own.
                 unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
             }
@@ -1181,8 +1719,20 @@ impl Drop for UringDriver {
         if self.wake_armed {
             self.cancel(user_data(Op::Wake, 0, 0));
         }
+        // Every operation on a UDP socket: its multishot recvmsg, and sends waiting for room.
+        for id in 0..self.udp.len() {
+            let fd = types::Fd(self.udp[id].socket.as_raw_fd());
+            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all())
+                .build()
+                .user_data(user_data(Op::Cancel, 0, 0));
+            self.push(entry);
+        }
+        let udp_busy =
+            |d: &Self| d.udp_ops_in_flight > 0 || d.udp.iter().any(|sock| sock.recv_armed);
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while (self.conns.len() > 0 || self.wake_armed) && std::time::Instant::now() < deadline {
+        while (self.conns.len() > 0 || self.wake_armed || udp_busy(self))
+            && std::time::Instant::now() < deadline
+        {
             let ts = types::Timespec::new().nsec(10_000_000);
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
@@ -1199,6 +1749,19 @@ impl Drop for UringDriver {
             let memory = std::mem::take(&mut self.buffers.memory);
             std::mem::forget(memory);
         }
+        if udp_busy(self) {
+            tracing::error!(
+                sends = self.udp_ops_in_flight,
+                "io_uring driver dropped with UDP operations in flight; leaking their memory"
+            );
+            if let Some(ring) = &mut self.udp_buffers {
+                std::mem::forget(std::mem::take(&mut ring.memory));
+            }
+            std::mem::forget(std::mem::take(&mut self.udp_ops));
+            // SAFETY: msghdr is plain data.
+            let empty = Box::new(unsafe { std::mem::zeroed() });
+            std::mem::forget(std::mem::replace(&mut self.udp_msghdr, empty));
+        }
     }
 }
 
@@ -1212,4 +1775,49 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a send that would block, a flow's next chain starts with a poll for room; the
+    /// datagrams go out behind it, in order.
+    #[test]
+    fn a_chain_after_would_block_waits_for_room_first() {
+        if probe().is_err() {
+            return;
+        }
+        let mut d = UringDriver::new(&DriverConfig::default()).unwrap();
+        let a = d.bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = d.bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let flow = d.open_flow(a, d.udp_local_addr(b).unwrap());
+        d.conns.flow_mut(flow).unwrap().needs_poll = true;
+        d.set_udp_gso(false);
+        for i in 0..5u8 {
+            d.send_datagrams(flow, Bytes::from(vec![i; 100]), 0);
+        }
+        let mut got = Vec::new();
+        let mut drained = false;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while (got.len() < 5 || !drained) && std::time::Instant::now() < deadline {
+            d.wait(Some(Duration::from_millis(10))).unwrap();
+            while let Some(event) = d.next_event() {
+                match event {
+                    Event::Datagrams { buf, .. } => {
+                        got.push(d.recv_data(&buf).to_vec());
+                        d.release(buf);
+                    }
+                    Event::Drained { conn } => drained |= conn == flow,
+                    _ => {}
+                }
+            }
+        }
+        let want: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100]).collect();
+        assert_eq!(got, want);
+        assert!(drained);
+        assert!(!d.conns.flow_mut(flow).unwrap().needs_poll);
+        assert_eq!(d.counters().udp_send_calls, 5);
+        assert_eq!(d.udp_ops_in_flight, 0);
+    }
 }

@@ -91,6 +91,7 @@ pub fn render(counters: &[WorkerCounters], snapshot: &Snapshot, backend: &str) -
             &[
                 ("rtmp", sum(|c| c.rtmp_connections)),
                 ("http", sum(|c| c.http_connections)),
+                ("srt", sum(|c| c.srt_connections)),
             ],
         ),
     );
@@ -147,6 +148,11 @@ pub fn render(counters: &[WorkerCounters], snapshot: &Snapshot, backend: &str) -
         "sluice_hls_requests",
         "HLS and DASH playlists, init segments, segments and parts served",
         counter(sum(|c| c.hls_requests)),
+    );
+    registry.register(
+        "sluice_srt_dropped_datagrams",
+        "Datagrams on the SRT port that were not SRT or belonged to no connection",
+        counter(sum(|c| c.srt_dropped_datagrams)),
     );
     registry.register(
         "sluice_connections_refused",

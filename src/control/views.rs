@@ -84,6 +84,9 @@ pub struct StreamView {
 pub struct WorkerCounters {
     pub rtmp_connections: u64,
     pub http_connections: u64,
+    pub srt_connections: u64,
+    /// Datagrams on the SRT port that were not SRT or belonged to no connection.
+    pub srt_dropped_datagrams: u64,
     /// Times a viewer fell so far behind it skipped to a newer keyframe.
     pub viewer_skips: u64,
     pub viewer_skipped_frames: u64,

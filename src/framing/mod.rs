@@ -33,18 +33,27 @@ impl Framing {
         frame: &Frame,
         timestamp: u32,
     ) -> usize {
-        let framed = match self {
-            Framing::Rtmp(f) => return f.write(driver, conn, frame, timestamp),
-            Framing::Flv(f) => f.frame(frame, timestamp),
-            Framing::Ts(f) => f.frame(frame),
-            Framing::Audio(f) => f.frame(frame),
-        };
-        let Some((head, body)) = framed else {
+        if let Framing::Rtmp(f) = self {
+            return f.write(driver, conn, frame, timestamp);
+        }
+        let Some((head, body)) = self.frame(frame, timestamp) else {
             return 0;
         };
         let len = head.as_bytes().len() + body.len();
         driver.send_with_header(conn, head.as_bytes(), body);
         len
+    }
+
+    /// The frame as this viewer's head and the shared body, for outputs that don't write to
+    /// a driver connection themselves (SRT carries the bytes in its own packets). `None` for
+    /// RTMP (see [`Framing::write`]) and when the format carries nothing for the frame.
+    pub fn frame(&mut self, frame: &Frame, timestamp: u32) -> Option<(Head, bytes::Bytes)> {
+        match self {
+            Framing::Rtmp(_) => None,
+            Framing::Flv(f) => f.frame(frame, timestamp),
+            Framing::Ts(f) => f.frame(frame),
+            Framing::Audio(f) => f.frame(frame),
+        }
     }
 
     /// What ends this viewer's body when the server ends it (chunked terminator, WebSocket

@@ -4,9 +4,13 @@
 pub mod http;
 pub mod outputs;
 pub mod player;
+pub mod publisher;
 pub mod rtmp;
+pub mod srt;
+pub mod srt_listener;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +26,13 @@ use crate::worker::Shared;
 pub enum Session {
     Rtmp(Box<rtmp::RtmpSession>),
     Http(Box<http::HttpSession>),
+    /// SRT on a driver flow: its input is datagrams, routed by the worker's SRT listener.
+    Srt(Box<srt::SrtSession>),
 }
+
+/// Wake-ups sessions asked for: (when, which connection), soonest first. Entries may be stale
+/// (a session moved its deadline later); a session woken early just asks again.
+pub type Timers = BinaryHeap<Reverse<(Instant, ConnId)>>;
 
 /// What `Session::handle_input` took in, for `Session::after_input` to act on.
 pub enum Input {
@@ -35,6 +45,7 @@ impl Session {
         match self {
             Session::Rtmp(s) => s.conn_hint(),
             Session::Http(s) => s.conn_hint(),
+            Session::Srt(s) => s.conn_hint(),
         }
     }
 
@@ -51,6 +62,8 @@ impl Session {
                 s.handle_input(now, data, config);
                 Input::Http
             }
+            // Flows receive no stream bytes: datagrams reach SRT sessions through the worker.
+            Session::Srt(_) => Input::Http,
         }
     }
 
@@ -58,6 +71,7 @@ impl Session {
         match (self, input) {
             (Session::Rtmp(s), Input::Rtmp(result)) => s.after_input(result, ctx),
             (Session::Http(s), Input::Http) => s.after_input(ctx),
+            (Session::Srt(_), _) => {}
             _ => unreachable!("input comes from the same session"),
         }
     }
@@ -66,6 +80,7 @@ impl Session {
         match self {
             Session::Rtmp(s) => s.drained(ctx),
             Session::Http(s) => s.drained(ctx),
+            Session::Srt(s) => s.drained(ctx),
         }
     }
 
@@ -74,6 +89,7 @@ impl Session {
         match self {
             Session::Rtmp(s) => s.write_pending(ctx),
             Session::Http(s) => s.write_pending(ctx),
+            Session::Srt(s) => s.write_pending(ctx),
         }
     }
 
@@ -81,6 +97,7 @@ impl Session {
         match self {
             Session::Rtmp(s) => s.check_timeouts(ctx),
             Session::Http(s) => s.check_timeouts(ctx),
+            Session::Srt(s) => s.check_timeouts(ctx),
         }
     }
 
@@ -93,6 +110,7 @@ impl Session {
                 ctx.driver.close(ctx.conn);
             }
             Session::Http(s) => s.end_stream(ctx, REASON),
+            Session::Srt(s) => s.shut_down(ctx),
         }
     }
 
@@ -100,6 +118,7 @@ impl Session {
         match self {
             Session::Rtmp(s) => &s.client,
             Session::Http(s) => &s.client,
+            Session::Srt(s) => &s.client,
         }
     }
 
@@ -107,6 +126,7 @@ impl Session {
         match self {
             Session::Rtmp(s) => &mut s.client,
             Session::Http(s) => &mut s.client,
+            Session::Srt(s) => &mut s.client,
         }
     }
 
@@ -115,6 +135,7 @@ impl Session {
         match self {
             Session::Rtmp(s) => Some(s.view(now, worker)),
             Session::Http(s) => s.view(now, worker),
+            Session::Srt(s) => Some(s.view(now, worker)),
         }
     }
 
@@ -122,6 +143,7 @@ impl Session {
         match self {
             Session::Rtmp(s) => s.kick(ctx),
             Session::Http(s) => s.kick(ctx),
+            Session::Srt(s) => s.kick(ctx),
         }
     }
 
@@ -129,6 +151,7 @@ impl Session {
         match self {
             Session::Rtmp(s) => s.verdict(verdict, ctx),
             Session::Http(s) => s.verdict(verdict, ctx),
+            Session::Srt(s) => s.verdict(verdict, ctx),
         }
     }
 
@@ -136,6 +159,7 @@ impl Session {
         match self {
             Session::Rtmp(s) => s.closed(reason, ctx),
             Session::Http(s) => s.closed(reason, ctx),
+            Session::Srt(s) => s.closed(reason, ctx),
         }
     }
 }
@@ -268,6 +292,7 @@ pub struct Ctx<'a> {
     pub pending_wakes: &'a mut Vec<(usize, Arc<Stream>)>,
     pub dirty: &'a mut Vec<u64>,
     pub counters: &'a mut crate::control::views::WorkerCounters,
+    pub timers: &'a mut Timers,
 }
 
 /// What a callback body says about a client besides its identity.
@@ -281,6 +306,11 @@ pub struct HookSubject<'a> {
 }
 
 impl Ctx<'_> {
+    /// Asks the worker to call this connection's session back at `at` (SRT timers).
+    pub fn wake_at(&mut self, at: Instant) {
+        self.timers.push(Reverse((at, self.conn)));
+    }
+
     /// A callback's JSON body with the fields SRS 7 sends for `hook`
     /// (`shared/compat/srs/hooks.json`).
     pub fn hook_body(

@@ -6,17 +6,55 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_ring::{ConnId, Driver};
+
 use super::Ctx;
 use crate::config::PlayConfig;
 use crate::framing::Framing;
 use crate::hub::local::Cursor;
-use crate::hub::{JoinStart, Stream};
+use crate::hub::{Frame, JoinStart, Stream};
 use crate::request::StreamRequest;
 
 /// A player gets more frames only while less than this is queued on its socket: enough for a
 /// merged write of a few hundred ms at high bitrates, small enough that a stuck player holds
 /// little memory.
 pub const PLAYER_HIGH_WATER: usize = 512 * 1024;
+
+/// Where a player's framed bytes go: the driver connection's send queue, or a protocol that
+/// wraps them in packets of its own (SRT).
+pub trait PlayerOutput {
+    /// Bytes written and not yet on the wire: the back-pressure signal.
+    fn pending(&self, driver: &Driver, conn: ConnId) -> usize;
+    /// Writes one frame at `timestamp`; returns the bytes written.
+    fn write(
+        &mut self,
+        driver: &mut Driver,
+        conn: ConnId,
+        framing: &mut Framing,
+        frame: &Frame,
+        timestamp: u32,
+    ) -> usize;
+}
+
+/// The usual output: the connection's own send queue.
+pub struct ToDriver;
+
+impl PlayerOutput for ToDriver {
+    fn pending(&self, driver: &Driver, conn: ConnId) -> usize {
+        driver.pending_bytes(conn)
+    }
+
+    fn write(
+        &mut self,
+        driver: &mut Driver,
+        conn: ConnId,
+        framing: &mut Framing,
+        frame: &Frame,
+        timestamp: u32,
+    ) -> usize {
+        framing.write(driver, conn, frame, timestamp)
+    }
+}
 
 pub struct Player {
     pub stream: Arc<Stream>,
@@ -58,13 +96,26 @@ impl Player {
     /// Writes what a new viewer starts with (metadata, sequence headers, GOP cache). Returns
     /// the bytes queued.
     pub fn start(&mut self, ctx: &mut Ctx<'_>, start: &JoinStart) -> u64 {
+        self.start_to(ctx, start, &mut ToDriver)
+    }
+
+    /// [`Player::start`] into another output.
+    pub fn start_to(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        start: &JoinStart,
+        output: &mut impl PlayerOutput,
+    ) -> u64 {
         let mut written = 0;
         for frame in &start.frames {
             if let Some(out) = self.cursor.admit(frame) {
-                written += self
-                    .framing
-                    .write(ctx.driver, ctx.conn, out.frame, out.timestamp)
-                    as u64;
+                written += output.write(
+                    ctx.driver,
+                    ctx.conn,
+                    &mut self.framing,
+                    out.frame,
+                    out.timestamp,
+                ) as u64;
             }
         }
         written
@@ -74,6 +125,16 @@ impl Player {
     /// the bytes queued and its cursor (the oldest frame it still needs, `None` while paused)
     /// so the mirror can drop older ones.
     pub fn write_pending(&mut self, ctx: &mut Ctx<'_>, client: &str) -> (u64, Option<u64>) {
+        self.write_pending_to(ctx, client, &mut ToDriver)
+    }
+
+    /// [`Player::write_pending`] into another output.
+    pub fn write_pending_to(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        client: &str,
+        output: &mut impl PlayerOutput,
+    ) -> (u64, Option<u64>) {
         let Ctx {
             conn,
             now,
@@ -91,7 +152,7 @@ impl Player {
         }
         // Applied even when the socket is full, so a stuck player cannot pin old frames.
         self.cursor.enforce_lag(local, self.config.queue_length_ms);
-        let mut pending = driver.pending_bytes(*conn);
+        let mut pending = output.pending(driver, *conn);
         if pending < PLAYER_HIGH_WATER {
             self.last_progress = *now;
         }
@@ -105,7 +166,7 @@ impl Player {
             let Some(out) = self.cursor.next(local, self.config.queue_length_ms) else {
                 break;
             };
-            let bytes = self.framing.write(driver, *conn, out.frame, out.timestamp);
+            let bytes = output.write(driver, *conn, &mut self.framing, out.frame, out.timestamp);
             pending += bytes;
             written += bytes as u64;
         }

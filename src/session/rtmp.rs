@@ -3,8 +3,7 @@
 //! headers, GOP cache) and then live frames from its worker's mirror, each as its own chunk
 //! header plus the frame's shared chunked body.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use sluice_proto::flv;
@@ -14,17 +13,15 @@ use sluice_proto::rtmp::{
 };
 use sluice_ring::{CloseReason, ConnId};
 
-use super::outputs::PublishOutputs;
 use super::player::Player;
+use super::publisher::Publishing;
 use super::{ClientInfo, Ctx, HookSubject};
-use crate::config::{Config, PublishConfig};
+use crate::config::Config;
 use crate::control::views::ClientView;
 use crate::control::{Hook, Verdict};
 use crate::framing::Framing;
 use crate::framing::rtmp::RtmpFraming;
-use crate::hub::{
-    Frame, FrameKind, PublishError, Publisher as HubPublisher, Stream, StreamKey, StreamSettings,
-};
+use crate::hub::{FrameKind, PublishError, Publisher as HubPublisher, StreamKey, StreamSettings};
 use crate::request::StreamRequest;
 use crate::security::Method;
 
@@ -72,14 +69,8 @@ enum Role {
 }
 
 struct Publisher {
-    stream: Arc<Stream>,
-    request: StreamRequest,
+    publishing: Publishing,
     message_stream_id: u32,
-    timeouts: PublishConfig,
-    started: Instant,
-    last_media: Option<Instant>,
-    /// MPEG-TS for HTTP-TS viewers and HLS, the HLS/DASH packager.
-    outputs: PublishOutputs,
 }
 
 /// The message stream id an RTMP player's `play` used.
@@ -442,15 +433,9 @@ impl RtmpSession {
                 let (_, vhost) = ctx.shared.config.vhost(&parsed.vhost);
                 let hls_hook = (!vhost.http_hooks.urls(Hook::OnHls).is_empty())
                     .then(|| self.hook_body(Hook::OnHls, ctx, Some(&parsed)));
-                let outputs = PublishOutputs::start(&stream, ctx.shared, hls_hook);
                 self.role = Role::Publisher(Publisher {
-                    stream,
-                    request: parsed,
+                    publishing: Publishing::start(stream, parsed, ctx, hls_hook),
                     message_stream_id: stream_id,
-                    timeouts: vhost.publish.clone(),
-                    started: ctx.now,
-                    last_media: None,
-                    outputs,
                 });
             }
             Err(PublishError::Busy(name)) => {
@@ -520,7 +505,7 @@ impl RtmpSession {
             self.last_role = Some(role);
         }
         let hook = match &self.role {
-            Role::Publisher(p) => Some((Hook::OnUnpublish, p.request.clone())),
+            Role::Publisher(p) => Some((Hook::OnUnpublish, p.publishing.request.clone())),
             Role::Player(p) => Some((Hook::OnStop, p.request.clone())),
             Role::Idle => None,
         };
@@ -532,10 +517,9 @@ impl RtmpSession {
             }
         }
         match std::mem::replace(&mut self.role, Role::Idle) {
-            Role::Publisher(mut p) => {
-                p.outputs.finish(ctx.shared);
-                ctx.shared.hub.unpublish(&p.stream, self.client.serial);
-                tracing::info!(client = %self.client.id, stream = %p.request.path(), reason = why, "publish stopped");
+            Role::Publisher(p) => {
+                p.publishing
+                    .finish(ctx, self.client.serial, &self.client.id, why)
             }
             Role::Player(p) => p.leave(ctx, &self.client.id),
             Role::Idle => {}
@@ -546,7 +530,6 @@ impl RtmpSession {
         let Role::Publisher(publisher) = &mut self.role else {
             return;
         };
-        publisher.last_media = Some(ctx.now);
         let (kind, payload) = match message.kind {
             MediaKind::Audio => (FrameKind::Audio, message.payload),
             MediaKind::Video => (FrameKind::Video, message.payload),
@@ -556,14 +539,9 @@ impl RtmpSession {
                 None => return,
             },
         };
-        let chunk_size = publisher.stream.settings.chunk_size;
-        if let Some(mut frame) = Frame::new(kind, message.timestamp, payload, chunk_size) {
-            publisher.outputs.prepare(&publisher.stream, &mut frame);
-            let frame = Arc::new(frame);
-            let stream = publisher.stream.clone();
-            ctx.publish_frame(&stream, frame.clone());
-            publisher.outputs.package(&frame, ctx.shared);
-        }
+        publisher
+            .publishing
+            .push(kind, message.timestamp, payload, ctx);
     }
 
     /// Writes the frames a player has not had yet (see [`Player::write_pending`]).
@@ -588,17 +566,7 @@ impl RtmpSession {
         let expired = match &self.role {
             Role::Idle => (now >= self.setup_deadline)
                 .then(|| "no publish or play before the handshake timeout".to_string()),
-            Role::Publisher(p) => match p.last_media {
-                None if now
-                    >= p.started + Duration::from_millis(p.timeouts.firstpkt_timeout_ms) =>
-                {
-                    Some("publisher sent no media (firstpkt_timeout)".into())
-                }
-                Some(last) if now >= last + Duration::from_millis(p.timeouts.normal_timeout_ms) => {
-                    Some("publisher idle (normal_timeout)".into())
-                }
-                _ => None,
-            },
+            Role::Publisher(p) => p.publishing.expired(now),
             Role::Player(p) => p.stalled(ctx),
         };
         if let Some(reason) = expired {
@@ -627,12 +595,17 @@ impl RtmpSession {
     /// This client for the API.
     pub fn view(&self, now: Instant, worker: usize) -> ClientView {
         let (kind, publish, request, stream) = match &self.role {
-            Role::Publisher(p) => ("fmle-publish", true, Some(&p.request), Some(p.stream.id)),
+            Role::Publisher(p) => (
+                "fmle-publish",
+                true,
+                Some(&p.publishing.request),
+                Some(p.publishing.stream.id),
+            ),
             Role::Player(p) => ("rtmp-play", false, Some(&p.request), Some(p.stream.id)),
             Role::Idle => ("unknown", false, None, None),
         };
         let vhost = match (&self.role, request) {
-            (Role::Publisher(p), _) => p.stream.key.vhost.clone(),
+            (Role::Publisher(p), _) => p.publishing.stream.key.vhost.clone(),
             (Role::Player(p), _) => p.stream.key.vhost.clone(),
             _ => String::new(),
         };
@@ -656,10 +629,7 @@ impl RtmpSession {
     fn describe_role(&self) -> Option<(&'static str, String)> {
         match &self.role {
             Role::Idle => None,
-            Role::Publisher(p) => Some((
-                "publisher",
-                format!("{}/{}", p.stream.key.vhost, p.request.path()),
-            )),
+            Role::Publisher(p) => Some(("publisher", p.publishing.describe())),
             Role::Player(p) => Some(("player", p.describe())),
         }
     }

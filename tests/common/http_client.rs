@@ -19,6 +19,7 @@ use sluice_proto::flv::{FileHeader, FlvError, Tag};
 use sluice_proto::http::ChunkedDecoder;
 use sluice_proto::http::ws::{self, DecodeStep, FrameDecoder, Message, Opcode, WsConfig};
 
+use super::is_timeout;
 use super::rtmp_client::{Received, Recording, tcp};
 
 /// The longest response head the client accepts.
@@ -33,13 +34,6 @@ fn timed_out(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
         format!("timed out waiting for {what}"),
-    )
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
     )
 }
 

@@ -4,7 +4,8 @@
 //! `rtmp-play` opens N players of a stream — optionally publishing it from the same process,
 //! which lets it measure publish→receive latency — and reports what the players saw as JSON
 //! (plus a one-line summary on stderr). `flv-play` and `hls-play` do the same for HTTP-FLV and
-//! HLS viewers. Runs on io_uring or epoll, like the server.
+//! HLS viewers, and `srt-play` for SRT viewers (MPEG-TS over SRT). Runs on io_uring or epoll,
+//! like the server.
 
 mod flv;
 mod hls;
@@ -12,6 +13,7 @@ mod http;
 mod procstat;
 mod run;
 mod source;
+mod srt;
 mod stats;
 
 use std::path::PathBuf;
@@ -45,6 +47,11 @@ struct Cli {
     /// stall, no failure): for CI smoke runs.
     #[arg(long, global = true)]
     require_healthy: bool,
+    /// UDP segmentation offload (GSO) for this tool's UDP sends: on or off; default: the
+    /// driver's (on where the kernel has it). Matters for `srt-play`; receives use GRO either
+    /// way.
+    #[arg(long, global = true, value_parser = parse_on_off, value_name = "on|off")]
+    gso: Option<bool>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -99,6 +106,31 @@ enum Mode {
         #[command(flatten)]
         play: PlayArgs,
     },
+    /// Open N SRT viewers (callers, one UDP socket each) of a stream:
+    /// srt://host:port?streamid=#!::r=app/stream,m=request (or srt://host:port/app/stream).
+    /// Video frames are counted in the MPEG-TS they receive; with --publish-to, the synthetic
+    /// frame numbers give publish→receive latency (TSBPD latency included).
+    SrtPlay {
+        #[arg(long)]
+        url: String,
+        /// Also publish the stream from this process to this RTMP URL (needed for latency).
+        #[arg(long)]
+        publish_to: Option<String>,
+        /// TSBPD latency to ask for (ms); a connection uses the larger of ours and the
+        /// server's.
+        #[arg(long, default_value_t = 120)]
+        latency_ms: u64,
+        #[command(flatten)]
+        play: PlayArgs,
+    },
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
+    }
 }
 
 /// Splits `http://host:port/path` into the socket address, Host header and path.
@@ -193,6 +225,7 @@ fn main() -> ExitCode {
         cli.json,
         cli.server_pids,
         cli.require_healthy,
+        cli.gso,
     ) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
@@ -214,6 +247,20 @@ fn http_plan(
     protocol: impl FnOnce(String, String) -> PlayProtocol,
 ) -> Result<Plan, String> {
     let (play_addr, host, path) = parse_http_url(url)?;
+    let protocol = protocol(host, path);
+    player_plan(backend, play_addr, protocol, publish_to, play, server_pids)
+}
+
+/// The plan of a non-RTMP player mode: players of `play_addr`, the stream published to
+/// `publish_to` from this process if given.
+fn player_plan(
+    backend: Backend,
+    play_addr: std::net::SocketAddr,
+    protocol: PlayProtocol,
+    publish_to: Option<String>,
+    play: &PlayArgs,
+    server_pids: &[u32],
+) -> Result<Plan, String> {
     // Without a publisher URL the RTMP side is unused; any valid URL fills it.
     let rtmp = publish_to
         .clone()
@@ -227,7 +274,7 @@ fn http_plan(
             play_addr
         },
         url: parsed,
-        protocol: protocol(host, path),
+        protocol,
         play_addr,
         viewers: play.viewers,
         ramp_per_s: play.ramp,
@@ -239,6 +286,7 @@ fn http_plan(
         measure: Duration::from_secs_f64(play.duration),
         complex_handshake: false,
         server_pids: server_pids.to_vec(),
+        udp_gso: None,
     })
 }
 
@@ -249,6 +297,7 @@ fn run(
     json: Option<PathBuf>,
     server_pids: Vec<u32>,
     require_healthy: bool,
+    udp_gso: Option<bool>,
 ) -> Result<bool, String> {
     let (url_text, plan, expected_fps, mode_name) = match mode {
         Mode::Backends => unreachable!("handled in main"),
@@ -272,6 +321,7 @@ fn run(
                 measure: Duration::from_secs_f64(duration),
                 complex_handshake: false,
                 server_pids: server_pids.clone(),
+                udp_gso: None,
             };
             (url, plan, Some(f64::from(source.fps)), "publish")
         }
@@ -300,6 +350,7 @@ fn run(
                 measure: Duration::from_secs_f64(play.duration),
                 complex_handshake,
                 server_pids: server_pids.clone(),
+                udp_gso: None,
             };
             (url, plan, Some(play.expected_fps()), "rtmp-play")
         }
@@ -333,7 +384,31 @@ fn run(
             )?;
             (url, plan, None, "hls-play")
         }
+        Mode::SrtPlay {
+            url,
+            publish_to,
+            latency_ms,
+            play,
+        } => {
+            let (play_addr, stream_id) = srt::parse_url(&url)?;
+            let protocol = PlayProtocol::Srt {
+                stream_id,
+                latency: Duration::from_millis(latency_ms),
+            };
+            let plan = player_plan(
+                backend,
+                play_addr,
+                protocol,
+                publish_to,
+                &play,
+                &server_pids,
+            )?;
+            (url, plan, Some(play.expected_fps()), "srt-play")
+        }
     };
+    let mut plan = plan;
+    plan.udp_gso = udp_gso;
+    let udp_mode = matches!(plan.protocol, PlayProtocol::Srt { .. });
     let outcome = Runner::new(plan)?.run();
     if let Some(why) = &outcome.publisher_failure {
         eprintln!("sluice-load: publisher: {why}");
@@ -348,6 +423,7 @@ fn run(
         latency: &outcome.latency,
         server: outcome.server,
         own: outcome.own,
+        udp_gso: (udp_mode || udp_gso.is_some()).then_some(outcome.udp_gso),
     });
     eprintln!("sluice-load: {}", report.summary());
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

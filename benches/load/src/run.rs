@@ -1,6 +1,6 @@
 //! The load generator's event loop: one driver (io_uring or epoll, like the server), an
-//! optional in-process publisher, and any number of RTMP, HTTP-FLV or HLS players, all on this
-//! thread.
+//! optional in-process publisher, and any number of RTMP, HTTP-FLV, HLS or SRT players, all on
+//! this thread.
 //!
 //! Players keep only the first bytes of each media message (`ChunkReaderConfig::media_prefix`):
 //! enough to classify it and read the synthetic frame number, so receiving costs the kernel's
@@ -25,6 +25,7 @@ use crate::flv::{FlvEvent, FlvReader};
 use crate::hls;
 use crate::procstat;
 use crate::source::{Source, read_marker};
+use crate::srt::SrtPlay;
 use crate::stats::{Histogram, ViewerStats};
 
 /// Bytes of each media payload players keep: the FLV header and the synthetic marker.
@@ -53,6 +54,11 @@ pub enum PlayProtocol {
         host: String,
         path: String,
     },
+    /// SRT: callers of `play_addr` with this stream id, asking for this TSBPD latency.
+    Srt {
+        stream_id: String,
+        latency: Duration,
+    },
 }
 
 pub struct Plan {
@@ -76,6 +82,8 @@ pub struct Plan {
     pub complex_handshake: bool,
     /// Server processes whose CPU and memory to sample (`/proc`), if any.
     pub server_pids: Vec<u32>,
+    /// UDP segmentation offload on our sockets: `None` leaves the driver's default.
+    pub udp_gso: Option<bool>,
 }
 
 pub struct Outcome {
@@ -88,6 +96,8 @@ pub struct Outcome {
     /// This process's own samples at the window's start and end: a load generator near 100 %
     /// of its core is measuring itself, not the server.
     pub own: [Option<procstat::Sample>; 2],
+    /// Whether our UDP sends used GSO (the driver may refuse to turn it on).
+    pub udp_gso: bool,
 }
 
 pub fn resolve(url: &RtmpUrl) -> Result<SocketAddr, String> {
@@ -201,26 +211,42 @@ pub struct Runner {
     /// Reused for FLV players' tags.
     flv_events: Vec<FlvEvent>,
     hls: Option<HlsPlay>,
+    srt: Option<SrtPlay>,
 }
 
 impl Runner {
     pub fn new(plan: Plan) -> Result<Runner, String> {
-        let driver = Driver::new(
+        let mut driver = Driver::new(
             plan.backend,
             &DriverConfig {
                 recv_buffer_size: 64 * 1024,
                 recv_buffers: 1024,
+                // SRT viewers: every socket's receives draw on these (64 KiB each).
+                udp_recv_buffers: 512,
                 ..DriverConfig::default()
             },
         )
         .map_err(|e| format!("cannot start the {} driver: {e}", plan.backend))?;
+        if let Some(gso) = plan.udp_gso {
+            driver.set_udp_gso(gso);
+        }
         let now = Instant::now();
+        let srt = match &plan.protocol {
+            PlayProtocol::Srt { stream_id, latency } => Some(SrtPlay::new(
+                plan.play_addr,
+                stream_id.clone(),
+                *latency,
+                PLAY_TIMEOUT,
+            )),
+            _ => None,
+        };
         let hls = match &plan.protocol {
             PlayProtocol::Hls { host, path } => Some(HlsPlay::new(host, path)),
             _ => None,
         };
         Ok(Runner {
             hls,
+            srt,
             driver,
             players: Vec::new(),
             stats: Vec::with_capacity(plan.viewers),
@@ -299,7 +325,16 @@ impl Runner {
                 self.handle(event, now);
             }
             self.hls_timers(now);
+            if let Some(srt) = &mut self.srt {
+                srt.timers(&mut self.driver, now, &mut self.stats);
+                self.srt_frames();
+            }
             self.check_play_timeouts(now);
+        }
+        if let Some(srt) = &mut self.srt {
+            srt.shut_down(&mut self.driver, Instant::now(), &mut self.stats);
+            srt.finish(&mut self.stats);
+            self.flush_briefly();
         }
         let window = self.window;
         for stats in &mut self.stats {
@@ -312,6 +347,7 @@ impl Runner {
             publisher_failure: self.publisher.and_then(|p| p.failure),
             server: self.server,
             own: self.own,
+            udp_gso: self.driver.udp_gso(),
         }
     }
 
@@ -330,6 +366,9 @@ impl Runner {
         if let Some(Reverse((at, _))) = self.hls.as_ref().and_then(|h| h.timers.peek()) {
             wake = wake.min(*at);
         }
+        if let Some(at) = self.srt.as_ref().and_then(|s| s.next_wake()) {
+            wake = wake.min(at);
+        }
         if let Some(p) = &self.publisher
             && let (Some(started), Some(next)) = (p.started, &p.pending)
         {
@@ -338,7 +377,7 @@ impl Runner {
         wake.min(self.window.1).max(now)
     }
 
-    /// HTTP players wait for the in-process publisher, HLS viewers for the probe.
+    /// HTTP and SRT players wait for the in-process publisher, HLS viewers for the probe.
     fn players_gated(&self) -> bool {
         let http = !matches!(self.plan.protocol, PlayProtocol::Rtmp);
         let waiting_publisher = self.publisher.as_ref().is_some_and(|p| p.started.is_none());
@@ -355,9 +394,14 @@ impl Runner {
 
     fn open_players(&mut self, now: Instant) {
         // HTTP servers answer 404 for a stream nobody publishes yet (RTMP players may wait):
-        // start HTTP players once our publisher is on.
+        // start HTTP players once our publisher is on. SRT players too, so that they measure
+        // the stream rather than the wait for it.
         let publishing = self.publisher.as_ref().map(|p| p.started);
-        if matches!(self.plan.protocol, PlayProtocol::Flv { .. }) && self.opened == 0 {
+        if matches!(
+            self.plan.protocol,
+            PlayProtocol::Flv { .. } | PlayProtocol::Srt { .. }
+        ) && self.opened == 0
+        {
             match publishing {
                 Some(None) => return,
                 Some(Some(started)) => self.started = self.started.max(started),
@@ -391,6 +435,15 @@ impl Runner {
                 self.hls_drive(stats_index, now, true);
                 continue;
             }
+            if let Some(srt) = &mut self.srt {
+                srt.open(
+                    &mut self.driver,
+                    stats_index,
+                    now,
+                    &mut self.stats[stats_index],
+                );
+                continue;
+            }
             match self.driver.connect(self.plan.play_addr) {
                 Ok(conn) => {
                     let client = match &self.plan.protocol {
@@ -410,7 +463,9 @@ impl Runner {
                             self.driver.send(conn, request.into());
                             PlayerClient::Flv(Box::default())
                         }
-                        PlayProtocol::Hls { .. } => unreachable!("opened above"),
+                        PlayProtocol::Hls { .. } | PlayProtocol::Srt { .. } => {
+                            unreachable!("opened above")
+                        }
                     };
                     let index = conn.index();
                     if self.players.len() <= index {
@@ -543,7 +598,33 @@ impl Runner {
                     PlayerClient::Hls => {}
                 }
             }
+            Event::Datagrams {
+                sock,
+                peer,
+                buf,
+                segment_size,
+            } => match &mut self.srt {
+                Some(srt) => {
+                    srt.datagrams(
+                        &mut self.driver,
+                        sock,
+                        peer,
+                        buf,
+                        segment_size,
+                        now,
+                        &mut self.stats,
+                        self.window,
+                    );
+                    self.srt_frames();
+                }
+                None => self.driver.release(buf),
+            },
             Event::Closed { conn, reason } => {
+                if let Some(srt) = &mut self.srt
+                    && srt.closed(&mut self.driver, conn, reason, &mut self.stats)
+                {
+                    return;
+                }
                 if let Some(p) = &mut self.publisher
                     && p.conn == conn
                 {
@@ -649,6 +730,41 @@ impl Runner {
                     self.publisher.as_ref(),
                     &mut self.latency,
                 );
+            }
+        }
+    }
+
+    /// Counts the frames SRT viewers saw.
+    fn srt_frames(&mut self) {
+        let Some(srt) = &mut self.srt else {
+            return;
+        };
+        for (v, frame) in srt.frames.drain(..) {
+            frame_arrived(
+                frame.at,
+                frame.keyframe,
+                frame.marker,
+                &mut self.stats[v],
+                self.window,
+                self.publisher.as_ref(),
+                &mut self.latency,
+            );
+        }
+    }
+
+    /// Gives the driver a moment to send what is queued (SRT shutdowns) before we exit.
+    fn flush_briefly(&mut self) {
+        for _ in 0..3 {
+            if self.driver.wait(Some(Duration::from_millis(2))).is_err() {
+                return;
+            }
+            while let Some(event) = self.driver.next_event() {
+                match event {
+                    Event::Received { buf, .. } | Event::Datagrams { buf, .. } => {
+                        self.driver.release(buf)
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -923,14 +1039,35 @@ fn video_arrived(
     if body.get(1) == Some(&0) {
         return; // sequence header
     }
-    stats.video(now, keyframe, window);
-    if let (Some(frame), Some(p)) = (read_marker(body), publisher)
+    frame_arrived(
+        now,
+        keyframe,
+        read_marker(body),
+        stats,
+        window,
+        publisher,
+        latency,
+    );
+}
+
+/// A video frame (carrying synthetic frame number `marker`, if any) reached a player at `at`.
+fn frame_arrived(
+    at: Instant,
+    keyframe: bool,
+    marker: Option<u64>,
+    stats: &mut ViewerStats,
+    window: (Instant, Instant),
+    publisher: Option<&Publisher>,
+    latency: &mut Histogram,
+) {
+    stats.video(at, keyframe, window);
+    if let (Some(frame), Some(p)) = (marker, publisher)
         && frame >= p.sent_base
         && let Some(sent) = p.sent.get((frame - p.sent_base) as usize)
-        && now >= window.0
-        && now <= window.1
+        && at >= window.0
+        && at <= window.1
     {
-        latency.record((now - *sent).as_micros() as u64);
+        latency.record(at.saturating_duration_since(*sent).as_micros() as u64);
     }
 }
 

@@ -49,6 +49,17 @@ pub fn read_marker(body: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(number.try_into().ok()?))
 }
 
+/// Finds a synthetic frame number anywhere in `data` (say, a frame's first bytes in Annex B
+/// form, where the NAL unit sits behind start codes and parameter sets rather than at
+/// [`MARKER_OFFSET`]).
+pub fn find_marker(data: &[u8]) -> Option<u64> {
+    let at = data
+        .windows(MARKER_MAGIC.len())
+        .position(|w| w == MARKER_MAGIC)?;
+    let number = data.get(at + MARKER_MAGIC.len()..at + MARKER_MAGIC.len() + 8)?;
+    Some(u64::from_be_bytes(number.try_into().ok()?))
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct SyntheticConfig {
     /// Total bits per second, audio (128 kbps) included.

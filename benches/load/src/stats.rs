@@ -88,6 +88,78 @@ pub struct ViewerStats {
     pub failure: Option<String>,
     /// HLS viewers only.
     pub hls: Option<HlsStats>,
+    /// SRT viewers only.
+    pub srt: Option<SrtStats>,
+}
+
+/// An SRT viewer's counters over the whole run.
+#[derive(Debug, Default, Clone)]
+pub struct SrtStats {
+    /// Connect → the caller handshake concluded.
+    pub handshake: Option<Duration>,
+    /// The TSBPD latency the connection settled on (the larger of ours and the server's):
+    /// every payload is released this long after the server sent it.
+    pub tsbpd_latency: Option<Duration>,
+    pub counters: SrtCounters,
+}
+
+/// The counts an SRT viewer keeps that the report sums over viewers: one struct for both, so
+/// a counter added for a viewer is reported too (the field names are the report's JSON keys).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SrtCounters {
+    pub datagrams: u64,
+    pub wire_bytes: u64,
+    /// Datagrams that were not SRT packets.
+    pub bad_datagrams: u64,
+    /// MPEG-TS bytes released to the player.
+    pub ts_bytes: u64,
+    /// Video frames seen, and how many carried the synthetic frame number: 0 means the stream
+    /// had none (a file source, or a server that rewrote the video), and then there is no
+    /// latency.
+    pub frames: u64,
+    pub marker_frames: u64,
+    /// The connection's own counters: packets found missing, retransmissions received,
+    /// packets given up on (too late), NAKs sent.
+    pub lost_packets: u64,
+    pub retransmitted_packets: u64,
+    pub dropped_packets: u64,
+    pub naks_sent: u64,
+    /// MPEG-TS continuity jumps on the video PID, and bytes skipped to resync.
+    pub ts_cc_errors: u64,
+    pub ts_sync_errors: u64,
+}
+
+impl SrtCounters {
+    /// Adds `other`'s counts to these. The destructuring names every field, so a new counter
+    /// does not compile until it is summed here too.
+    pub fn add(&mut self, other: &SrtCounters) {
+        let SrtCounters {
+            datagrams,
+            wire_bytes,
+            bad_datagrams,
+            ts_bytes,
+            frames,
+            marker_frames,
+            lost_packets,
+            retransmitted_packets,
+            dropped_packets,
+            naks_sent,
+            ts_cc_errors,
+            ts_sync_errors,
+        } = *other;
+        self.datagrams += datagrams;
+        self.wire_bytes += wire_bytes;
+        self.bad_datagrams += bad_datagrams;
+        self.ts_bytes += ts_bytes;
+        self.frames += frames;
+        self.marker_frames += marker_frames;
+        self.lost_packets += lost_packets;
+        self.retransmitted_packets += retransmitted_packets;
+        self.dropped_packets += dropped_packets;
+        self.naks_sent += naks_sent;
+        self.ts_cc_errors += ts_cc_errors;
+        self.ts_sync_errors += ts_sync_errors;
+    }
 }
 
 /// An HLS viewer's counters, and the player it stands for: one that starts playing when its
@@ -310,6 +382,26 @@ pub struct Report {
     /// `hls-play` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hls: Option<HlsReport>,
+    /// `srt-play` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srt: Option<SrtReport>,
+    /// Whether this tool's UDP sends used segmentation offload (`--gso`, else the driver's
+    /// default; the driver may refuse it). UDP modes, or when `--gso` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_gso: Option<bool>,
+}
+
+/// What SRT viewers did, summed over viewers (whole run, ramp and warm-up included).
+#[derive(Debug, Default, Serialize)]
+pub struct SrtReport {
+    /// Connect → handshake concluded.
+    pub handshake_ms: Option<Percentiles>,
+    /// The TSBPD latency connections settled on (largest seen): `latency_ms` and
+    /// `startup_ms` include it, since a player gets each payload only at its release time.
+    pub tsbpd_latency_ms: Option<f64>,
+    /// Flattened: the counters are keys of `srt` itself in the JSON report.
+    #[serde(flatten)]
+    pub counters: SrtCounters,
 }
 
 /// What HLS viewers did, summed over viewers.
@@ -349,6 +441,7 @@ pub struct ReportInput<'a> {
     pub latency: &'a Histogram,
     pub server: [Option<crate::procstat::Sample>; 3],
     pub own: [Option<crate::procstat::Sample>; 2],
+    pub udp_gso: Option<bool>,
 }
 
 pub fn report(input: ReportInput<'_>) -> Report {
@@ -364,7 +457,20 @@ pub fn report(input: ReportInput<'_>) -> Report {
     let mut connected = 0;
     let mut hls: Option<HlsReport> = None;
     let mut realtime = Vec::new();
+    let mut srt: Option<SrtReport> = None;
+    let mut handshakes = Histogram::default();
     for viewer in input.viewers {
+        if let Some(v) = &viewer.srt {
+            let sum = srt.get_or_insert_with(SrtReport::default);
+            if let Some(h) = v.handshake {
+                handshakes.record(h.as_micros() as u64);
+            }
+            if let Some(latency) = v.tsbpd_latency {
+                let ms = latency.as_secs_f64() * 1e3;
+                sum.tsbpd_latency_ms = Some(sum.tsbpd_latency_ms.map_or(ms, |m| m.max(ms)));
+            }
+            sum.counters.add(&v.counters);
+        }
         if let Some(why) = &viewer.failure {
             *failed.entry(why.clone()).or_insert(0) += 1;
         }
@@ -414,6 +520,9 @@ pub fn report(input: ReportInput<'_>) -> Report {
     }
     if let Some(sum) = &mut hls {
         sum.realtime_ratio = Percentiles::of(realtime);
+    }
+    if let Some(sum) = &mut srt {
+        sum.handshake_ms = Percentiles::of_histogram(&handshakes, 1e-3);
     }
     let total = input.viewers.len();
     let gigabits = bytes as f64 * 8.0 / 1e9;
@@ -465,6 +574,8 @@ pub fn report(input: ReportInput<'_>) -> Report {
             _ => None,
         },
         hls,
+        srt,
+        udp_gso: input.udp_gso,
     }
 }
 
@@ -480,6 +591,25 @@ impl Report {
             ),
             _ => String::new(),
         };
+        let srt = self.srt.as_ref().map_or(String::new(), |report| {
+            let s = &report.counters;
+            format!(
+                "; srt: TSBPD {} ms (in the latency), {} lost, {} retransmitted, {} dropped, \
+                 {} TS continuity errors{}",
+                report
+                    .tsbpd_latency_ms
+                    .map_or("-".into(), |l| format!("{l:.0}")),
+                s.lost_packets,
+                s.retransmitted_packets,
+                s.dropped_packets,
+                s.ts_cc_errors,
+                if s.frames > 0 && s.marker_frames == 0 {
+                    ", no frame numbers (no latency)"
+                } else {
+                    ""
+                }
+            )
+        });
         let own = self.load_cpu_fraction.map_or(String::new(), |f| {
             format!("; load tool {:.0} % of a core", f * 100.0)
         });
@@ -507,7 +637,7 @@ impl Report {
         };
         format!(
             "{} viewers: {} playing, {} failed, {} healthy ({:.1} %); {:.0} Mbit/s; {}; \
-             stalls {}; startup p50 {} ms p99 {} ms; latency p50 {} ms p99 {} ms{}{}",
+             stalls {}; startup p50 {} ms p99 {} ms; latency p50 {} ms p99 {} ms{}{}{}",
             self.viewers,
             self.connected,
             self.failed.values().sum::<usize>(),
@@ -520,6 +650,7 @@ impl Report {
             p(&self.startup_ms, |p| p.p99),
             p(&self.latency_ms, |p| p.p50),
             p(&self.latency_ms, |p| p.p99),
+            srt,
             server,
             own,
         )
@@ -647,5 +778,44 @@ mod tests {
         v.finish(window);
         assert_eq!(v.stalls, 1);
         assert_eq!(v.hls.as_ref().unwrap().realtime_ratio, 0.0);
+    }
+
+    /// The report's `srt` object keeps its keys, in order, with the counters flattened into it.
+    #[test]
+    fn srt_report_json_keys() {
+        let json = serde_json::to_value(SrtReport::default()).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut sorted = vec![
+            "handshake_ms",
+            "tsbpd_latency_ms",
+            "datagrams",
+            "wire_bytes",
+            "bad_datagrams",
+            "ts_bytes",
+            "frames",
+            "marker_frames",
+            "lost_packets",
+            "retransmitted_packets",
+            "dropped_packets",
+            "naks_sent",
+            "ts_cc_errors",
+            "ts_sync_errors",
+        ];
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
+        let text = serde_json::to_string(&SrtReport::default()).unwrap();
+        assert!(
+            text.starts_with(r#"{"handshake_ms":null,"tsbpd_latency_ms":null,"datagrams":0,"#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(r#""ts_cc_errors":0,"ts_sync_errors":0}"#),
+            "{text}"
+        );
     }
 }

@@ -78,6 +78,35 @@ impl AvcDecoderConfig {
         })
     }
 
+    /// Builds the record a publisher would send for these parameter sets (NAL header byte
+    /// included, no start codes), with 4-byte NAL unit lengths: how a sequence header is made
+    /// from the in-band SPS/PPS of an Annex B stream (MPEG-TS, SRT). Profile, compatibility and
+    /// level are the first SPS's `profile_idc`, constraint flags and `level_idc`, read directly
+    /// as ffmpeg's `avcC` writer does, so an SPS whose later fields we cannot parse still works.
+    pub fn from_parameter_sets(
+        sps: &[&[u8]],
+        pps: &[&[u8]],
+    ) -> Result<AvcDecoderConfig, CodecError> {
+        let sps = parameter_set_list(sps, NAL_SPS, "SPS", MAX_RECORD_SPS)?;
+        let pps = parameter_set_list(pps, NAL_PPS, "PPS", MAX_PARAMETER_SETS)?;
+        let first = sps.first().ok_or(CodecError::MissingParameterSet("SPS"))?;
+        if pps.is_empty() {
+            return Err(CodecError::MissingParameterSet("PPS"));
+        }
+        let mut r = BitReader::new_rbsp(&first[1..], "SPS");
+        let profile_indication = r.u8(8)?;
+        let profile_compatibility = r.u8(8)?;
+        let level_indication = r.u8(8)?;
+        Ok(AvcDecoderConfig {
+            profile_indication,
+            profile_compatibility,
+            level_indication,
+            nalu_length_size: 4,
+            sps,
+            pps,
+        })
+    }
+
     /// Serialises the record (without the High-profile extension), as a publisher would send it.
     /// Lists longer than the record's count fields can express are cut at 31 SPS / 255 PPS.
     pub fn write(&self, out: &mut Vec<u8>) {
@@ -112,6 +141,51 @@ impl AvcDecoderConfig {
             self.profile_indication, self.profile_compatibility, self.level_indication
         )
     }
+}
+
+/// The record's 5-bit numOfSequenceParameterSets holds at most 31.
+const MAX_RECORD_SPS: usize = 31;
+
+/// Checks and copies parameter sets for a record: each has the expected NAL type and fits the
+/// record's 16-bit length, and there are at most `limit` of them.
+fn parameter_set_list(
+    sets: &[&[u8]],
+    expected_type: u8,
+    what: &'static str,
+    limit: usize,
+) -> Result<Vec<Bytes>, CodecError> {
+    parameter_set_list_with(sets, expected_type, what, limit, nal_type)
+}
+
+/// [`parameter_set_list`] with the codec's NAL type reader.
+pub(crate) fn parameter_set_list_with(
+    sets: &[&[u8]],
+    expected_type: u8,
+    what: &'static str,
+    limit: usize,
+    nal_type: fn(&[u8]) -> Option<u8>,
+) -> Result<Vec<Bytes>, CodecError> {
+    if sets.len() > limit {
+        return Err(CodecError::TooManyParameterSets { limit });
+    }
+    sets.iter()
+        .map(|set| {
+            let found = nal_type(set).ok_or(CodecError::Truncated(what))?;
+            if found != expected_type {
+                return Err(CodecError::WrongNalType {
+                    expected: what,
+                    found,
+                });
+            }
+            if set.len() > usize::from(u16::MAX) {
+                return Err(CodecError::OutOfRange {
+                    what: "parameter set length",
+                    value: set.len() as u64,
+                });
+            }
+            Ok(Bytes::copy_from_slice(set))
+        })
+        .collect()
 }
 
 fn write_parameter_sets(sets: &[Bytes], out: &mut Vec<u8>) {
@@ -520,6 +594,41 @@ mod tests {
         config.write(&mut out);
         assert_eq!(AvcDecoderConfig::parse(&out).unwrap(), config);
         assert_eq!(&out[..], &X264_720P_RECORD[..X264_720P_RECORD.len() - 4]);
+    }
+
+    #[test]
+    fn record_from_parameter_sets() {
+        let parsed = AvcDecoderConfig::parse(X264_720P_RECORD).unwrap();
+        let built =
+            AvcDecoderConfig::from_parameter_sets(&[&parsed.sps[0]], &[&parsed.pps[0]]).unwrap();
+        assert_eq!(built, parsed);
+        let sps: &[u8] = &parsed.sps[0];
+        let pps: &[u8] = &parsed.pps[0];
+        assert_eq!(
+            AvcDecoderConfig::from_parameter_sets(&[], &[pps]),
+            Err(CodecError::MissingParameterSet("SPS"))
+        );
+        assert_eq!(
+            AvcDecoderConfig::from_parameter_sets(&[sps], &[]),
+            Err(CodecError::MissingParameterSet("PPS"))
+        );
+        assert!(matches!(
+            AvcDecoderConfig::from_parameter_sets(&[pps], &[pps]),
+            Err(CodecError::WrongNalType { found: 8, .. })
+        ));
+        assert_eq!(
+            AvcDecoderConfig::from_parameter_sets(&[&sps[..2]], &[pps]),
+            Err(CodecError::Truncated("SPS"))
+        );
+        assert!(matches!(
+            AvcDecoderConfig::from_parameter_sets(&[sps; 32], &[pps]),
+            Err(CodecError::TooManyParameterSets { limit: 31 })
+        ));
+        let huge = vec![0x67; 70_000];
+        assert!(matches!(
+            AvcDecoderConfig::from_parameter_sets(&[&huge], &[pps]),
+            Err(CodecError::OutOfRange { .. })
+        ));
     }
 
     #[test]

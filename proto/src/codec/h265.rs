@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::bits::BitReader;
-use super::h264::ByteReader;
+use super::h264::{ByteReader, parameter_set_list_with};
 use super::{CodecError, MAX_PARAMETER_SETS};
 
 /// First IRAP (random access) nal_unit_type: BLA_W_LP. IRAP pictures are types 16..=23.
@@ -189,6 +189,41 @@ impl HevcDecoderConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Builds the record a publisher would send for these parameter sets (two-byte NAL header
+    /// included, no start codes), with 4-byte NAL unit lengths: how a sequence header is made
+    /// from the in-band VPS/SPS/PPS of an Annex B stream (MPEG-TS, SRT). The general
+    /// profile/tier/level, chroma format and bit depths come from the first SPS, which must
+    /// parse.
+    pub fn from_parameter_sets(
+        vps: &[&[u8]],
+        sps: &[&[u8]],
+        pps: &[&[u8]],
+    ) -> Result<HevcDecoderConfig, CodecError> {
+        let list = |sets, expected, what| {
+            parameter_set_list_with(sets, expected, what, MAX_PARAMETER_SETS, nal_type)
+        };
+        let vps = list(vps, NAL_VPS, "VPS")?;
+        let sps = list(sps, NAL_SPS, "SPS")?;
+        let pps = list(pps, NAL_PPS, "PPS")?;
+        if vps.is_empty() {
+            return Err(CodecError::MissingParameterSet("VPS"));
+        }
+        if pps.is_empty() {
+            return Err(CodecError::MissingParameterSet("PPS"));
+        }
+        let parsed = HevcSps::parse(sps.first().ok_or(CodecError::MissingParameterSet("SPS"))?)?;
+        Ok(HevcDecoderConfig {
+            general: parsed.general,
+            chroma_format_idc: parsed.chroma_format_idc,
+            bit_depth_luma: parsed.bit_depth_luma,
+            bit_depth_chroma: parsed.bit_depth_chroma,
+            nalu_length_size: 4,
+            vps,
+            sps,
+            pps,
+        })
     }
 
     /// Serialises the record with VPS, SPS and PPS arrays, as a publisher would send it.
@@ -419,6 +454,36 @@ mod tests {
         let mut out = Vec::new();
         config.write(&mut out);
         assert_eq!(HevcDecoderConfig::parse(&out).unwrap(), config);
+    }
+
+    #[test]
+    fn record_from_parameter_sets() {
+        let parsed = HevcDecoderConfig::parse(X265_720P_RECORD).unwrap();
+        let (vps, sps, pps): (&[u8], &[u8], &[u8]) =
+            (&parsed.vps[0], &parsed.sps[0], &parsed.pps[0]);
+        let built = HevcDecoderConfig::from_parameter_sets(&[vps], &[sps], &[pps]).unwrap();
+        assert_eq!(built, parsed);
+        let mut record = Vec::new();
+        built.write(&mut record);
+        assert_eq!(HevcDecoderConfig::parse(&record).unwrap(), parsed);
+        assert_eq!(
+            HevcDecoderConfig::from_parameter_sets(&[], &[sps], &[pps]),
+            Err(CodecError::MissingParameterSet("VPS"))
+        );
+        assert_eq!(
+            HevcDecoderConfig::from_parameter_sets(&[vps], &[], &[pps]),
+            Err(CodecError::MissingParameterSet("SPS"))
+        );
+        assert_eq!(
+            HevcDecoderConfig::from_parameter_sets(&[vps], &[sps], &[]),
+            Err(CodecError::MissingParameterSet("PPS"))
+        );
+        assert!(matches!(
+            HevcDecoderConfig::from_parameter_sets(&[sps], &[sps], &[pps]),
+            Err(CodecError::WrongNalType { found: 33, .. })
+        ));
+        // The SPS must parse: the record's profile/tier/level come from it.
+        assert!(HevcDecoderConfig::from_parameter_sets(&[vps], &[&sps[..10]], &[pps]).is_err());
     }
 
     #[test]

@@ -7,14 +7,20 @@
 //!   viewer (see the module docs of [`mux`] for how joining and lagging viewers stay valid).
 //! - [`TsDemuxer`] ([`demux`]): PAT/PMT parsing and PES reassembly with PTS/DTS — total and
 //!   bounded; enough for tests today and the starting point for SRT/UDP ingest.
+//! - [`TsIngest`] ([`ingest`]): TS bytes in any chunking (SRT, UDP) to the FLV audio/video
+//!   bodies an RTMP publisher would send — packet resync, parameter sets to sequence headers,
+//!   ADTS/MPEG audio split into frames, 33-bit timestamps unwrapped.
 //!
 //! Timestamps are 90 kHz ticks carried in 33 bits; [`ms_to_90k`] converts from the
 //! millisecond timestamps of RTMP/FLV.
 
 pub mod demux;
+pub mod ingest;
+pub mod interleave;
 pub mod mux;
 
 pub use demux::{DemuxEvent, DemuxLimits, ElementaryStreamInfo, Pes, TsDemuxer};
+pub use ingest::{FlvMessage, FlvMessageKind, IngestError, IngestLimits, IngestStats, TsIngest};
 pub use mux::{
     AudioStreamType, Continuity, Frame, FrameWritten, Track, TsMuxer, TsMuxerConfig,
     VideoStreamType,

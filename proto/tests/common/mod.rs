@@ -1,8 +1,11 @@
 //! What the proto tests that check real media with ffmpeg share: whether the tools are there,
-//! a scratch directory, running a command, and decoding a file to find errors.
+//! a scratch directory, running a command, encoding test media, reading a file back with
+//! ffprobe, and decoding a file to find errors.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use serde_json::Value;
 
 /// Whether ffmpeg and ffprobe can run; prints why `what` is skipped when not.
 pub fn tools_present(what: &str) -> bool {
@@ -38,8 +41,21 @@ pub fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Decodes the whole file with ffmpeg; returns what it printed at level `error`.
-pub fn decode_errors(path: &Path) -> String {
+/// Whether this ffmpeg has `encoder`; prints why the test is skipped when not (`what` names
+/// what it encodes, e.g. "H.265").
+pub fn has_encoder(encoder: &str, what: &str) -> bool {
+    let encoders = run(Command::new("ffmpeg").args(["-hide_banner", "-encoders"]));
+    if encoders.contains(encoder) {
+        true
+    } else {
+        eprintln!("SKIPPED: this ffmpeg cannot encode {what} (no {encoder})");
+        false
+    }
+}
+
+/// Decodes the whole file with ffmpeg and asserts it printed nothing at level `error`; `what`
+/// starts the failure message (e.g. "ffmpeg", "late joiner").
+pub fn assert_decodes(path: &Path, what: &str) {
     let output = Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i"])
         .arg(path)
@@ -47,7 +63,56 @@ pub fn decode_errors(path: &Path) -> String {
         .output()
         .expect("spawn ffmpeg");
     assert!(output.status.success(), "ffmpeg failed to decode {path:?}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(errors.is_empty(), "{what} decode errors:\n{errors}");
+}
+
+/// `ffprobe -show_streams -count_frames -of json`: the streams array.
+pub fn probe_streams(path: &Path) -> Vec<Value> {
+    let json = run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-count_frames",
+            "-of",
+            "json",
+        ])
+        .arg(path));
+    let value: Value = serde_json::from_str(&json).expect("ffprobe JSON");
+    value["streams"].as_array().expect("streams").clone()
+}
+
+/// The first stream of `codec_type` ("video", "audio") in `probe_streams`' answer.
+pub fn stream<'a>(streams: &'a [Value], codec_type: &str) -> &'a Value {
+    streams
+        .iter()
+        .find(|s| s["codec_type"] == codec_type)
+        .unwrap_or_else(|| panic!("no {codec_type} stream in {streams:?}"))
+}
+
+/// ffmpeg's video arguments for a quick libx264 encode (4:2:0, `-preset veryfast`); the GOP
+/// and B-frame settings are the caller's.
+pub const X264_VERYFAST: [&str; 6] = [
+    "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "veryfast",
+];
+
+/// Encodes `seconds` of 1280x720@25 test pattern (libx264, a keyframe a second, default
+/// B-frames) and a 44.1 kHz stereo tone (AAC, 128 kbit/s) to `in.flv` in `dir`, as an RTMP
+/// publisher would send it.
+pub fn encode_flv(dir: &Path, seconds: u32) -> PathBuf {
+    let path = dir.join("in.flv");
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=1280x720:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-t", &seconds.to_string()])
+        .args(X264_VERYFAST)
+        .args([
+            "-g", "25", "-c:a", "aac", "-ac", "2", "-b:a", "128k", "-f", "flv",
+        ])
+        .arg(&path));
+    path
 }
 
 /// An H.265 Annex B stream split as FLV/MP4 want it: the parameter sets (for the
@@ -59,6 +124,21 @@ pub struct HevcStream {
     pub sps: Vec<bytes::Bytes>,
     pub pps: Vec<bytes::Bytes>,
     pub access_units: Vec<(Vec<u8>, bool)>,
+}
+
+impl HevcStream {
+    /// The HEVCDecoderConfigurationRecord for the stream's parameter sets (4-byte lengths).
+    pub fn config(&self) -> sluice_proto::codec::HevcDecoderConfig {
+        fn slices(sets: &[bytes::Bytes]) -> Vec<&[u8]> {
+            sets.iter().map(|set| &set[..]).collect()
+        }
+        sluice_proto::codec::HevcDecoderConfig::from_parameter_sets(
+            &slices(&self.vps),
+            &slices(&self.sps),
+            &slices(&self.pps),
+        )
+        .expect("the encoder's parameter sets make a record")
+    }
 }
 
 pub fn split_hevc(raw: &[u8]) -> HevcStream {
@@ -99,9 +179,7 @@ pub fn split_hevc(raw: &[u8]) -> HevcStream {
 /// Two seconds of 640x360 25 fps H.265 (x265, no B-frames, a keyframe each second) as an
 /// Annex B stream, made in `dir`; `None` (with a printed note) when ffmpeg has no libx265.
 pub fn encode_hevc(dir: &Path) -> Option<Vec<u8>> {
-    let encoders = run(Command::new("ffmpeg").args(["-hide_banner", "-encoders"]));
-    if !encoders.contains("libx265") {
-        eprintln!("SKIPPED: this ffmpeg cannot encode H.265 (no libx265)");
+    if !has_encoder("libx265", "H.265") {
         return None;
     }
     let raw_path = dir.join("in.hevc");

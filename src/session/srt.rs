@@ -1,0 +1,600 @@
+//! SRT sessions: one srt-protocol [`DuplexConnection`] on a driver flow (its peer's address on
+//! the worker's SRT socket). A publisher's payloads are MPEG-TS: they go through
+//! `proto::ts::ingest` into FLV tag bodies and into the hub like any publisher's. A player gets
+//! the stream's shared MPEG-TS (the publisher's remux, from a keyframe with PAT/PMT), cut into
+//! SRT payloads of up to [`PAYLOAD_SIZE`] bytes.
+//!
+//! The connection's packets are written as datagram runs of equal size, one
+//! [`Driver::send_datagrams`](sluice_ring::Driver::send_datagrams) per run, so the driver can
+//! send a frame's packets with one GSO `sendmsg`. The connection's timers (ACK, NAK,
+//! retransmission, TSBPD release, keepalive, idle timeout) are kept by the worker: the session
+//! asks for a wake-up at its next deadline (`Ctx::wake_at`).
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use sluice_proto::srt::{SrtMode, SrtStreamId};
+use sluice_proto::ts::ingest::{FlvMessageKind, TsIngest};
+use sluice_ring::{CloseReason, ConnId, Driver};
+use srt_protocol::connection::{Action, DuplexConnection, Input};
+use srt_protocol::packet::{ControlPacket, ControlTypes, Packet};
+
+use super::player::{Player, PlayerOutput};
+use super::publisher::Publishing;
+use super::srt_listener::{Accepted, guarded};
+use super::{ClientInfo, Ctx, HookSubject};
+use crate::control::views::ClientView;
+use crate::control::{Hook, Verdict};
+use crate::framing::Framing;
+use crate::framing::ts::TsFraming;
+use crate::hub::{FrameKind, PublishError, Publisher as HubPublisher, StreamKey, StreamSettings};
+use crate::request::StreamRequest;
+
+/// MPEG-TS bytes per SRT payload: 7 TS packets, what every SRT sender uses.
+pub const PAYLOAD_SIZE: usize = 7 * 188;
+/// Publisher payloads held while a hook decides (about 2 s at 8 Mbit/s); the rest is dropped.
+const MAX_HELD: usize = 2 * 1024 * 1024;
+
+pub struct SrtSession {
+    pub client: ClientInfo,
+    connection: Box<DuplexConnection>,
+    stream_id: SrtStreamId,
+    request: StreamRequest,
+    key: StreamKey,
+    state: State,
+    /// Hooks still to ask, in order, before the publish or play starts.
+    hooks_left: Vec<Hook>,
+    /// The wake-up last asked of the worker.
+    scheduled: Option<Instant>,
+    /// Datagrams of equal size waiting to be queued as one run.
+    batch: DatagramBatch,
+    close_reason: Option<String>,
+    closing: bool,
+    /// When the peer's last datagram came, to tell a timeout from other ends.
+    last_heard: Instant,
+    /// The role it had, for the leave log line.
+    last_role: Option<(&'static str, String)>,
+}
+
+enum State {
+    /// Waiting for a hook's verdict; a publisher's payloads are held meanwhile.
+    Authorizing {
+        held: Vec<Bytes>,
+        held_bytes: usize,
+    },
+    Publishing(Box<Publishing>, Box<TsIngest>),
+    Playing(Box<Player>, TsOut),
+    Ended,
+}
+
+impl SrtSession {
+    pub fn new(client: ClientInfo, accepted: Accepted) -> SrtSession {
+        let Accepted {
+            connection,
+            stream_id,
+            request,
+            key,
+        } = accepted;
+        SrtSession {
+            client,
+            connection: Box::new(DuplexConnection::new(connection)),
+            stream_id,
+            request,
+            key,
+            state: State::Authorizing {
+                held: Vec::new(),
+                held_bytes: 0,
+            },
+            hooks_left: Vec::new(),
+            scheduled: None,
+            batch: DatagramBatch::default(),
+            close_reason: None,
+            closing: false,
+            last_heard: Instant::now(),
+            last_role: None,
+        }
+    }
+
+    pub fn conn_hint(&self) -> ConnId {
+        self.client.conn
+    }
+
+    fn mode_name(&self) -> &'static str {
+        match self.stream_id.mode {
+            SrtMode::Publish => "publish",
+            SrtMode::Play => "play",
+        }
+    }
+
+    /// The caller is connected: ask the hooks, then publish or play.
+    pub fn start(&mut self, ctx: &mut Ctx<'_>) {
+        tracing::info!(
+            client = %self.client.id,
+            peer = %self.client.peer,
+            proto = "srt",
+            mode = self.mode_name(),
+            stream = %self.request.path(),
+            vhost = %self.key.vhost,
+            param = %self.request.param,
+            latency_ms = self.connection.settings().recv_tsbpd_latency.as_millis() as u64,
+            encrypted = self.connection.settings().cipher.is_some(),
+            worker = ctx.worker,
+            "srt client connected"
+        );
+        let hooks = &ctx.shared.config.vhost(&self.key.vhost).1.http_hooks;
+        let role_hook = match self.stream_id.mode {
+            SrtMode::Publish => Hook::OnPublish,
+            SrtMode::Play => Hook::OnPlay,
+        };
+        // Asked last first: `next_hook` pops.
+        self.hooks_left = [role_hook, Hook::OnConnect]
+            .into_iter()
+            .filter(|hook| !hooks.urls(*hook).is_empty())
+            .collect();
+        self.next_hook(ctx);
+        self.drive(ctx, Input::Timer);
+    }
+
+    fn hook_body(&self, hook: Hook, ctx: &Ctx<'_>) -> serde_json::Value {
+        let subject = HookSubject {
+            vhost: &self.key.vhost,
+            app: &self.request.app,
+            stream: (hook != Hook::OnClose).then_some((&self.request, &self.key)),
+            tc_url: &self.request.tc_url,
+            page_url: "",
+        };
+        ctx.hook_body(hook, &self.client, subject)
+    }
+
+    /// Asks the next hook, or starts the role when none is left.
+    fn next_hook(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(hook) = self.hooks_left.pop() else {
+            self.begin_role(ctx);
+            return;
+        };
+        let hooks = &ctx.shared.config.vhost(&self.key.vhost).1.http_hooks;
+        let body = self.hook_body(hook, ctx);
+        ctx.call_hook(hook, hooks, body, self.client.serial);
+        // Pushed back so a verdict knows which hook it answers.
+        self.hooks_left.push(hook);
+    }
+
+    pub fn verdict(&mut self, verdict: Verdict, ctx: &mut Ctx<'_>) {
+        if !matches!(self.state, State::Authorizing { .. }) {
+            return;
+        }
+        let Some(hook) = self.hooks_left.pop() else {
+            return;
+        };
+        match verdict.result {
+            Ok(()) => self.next_hook(ctx),
+            Err(why) => {
+                tracing::warn!(client = %self.client.id, peer = %self.client.peer, hook = hook.name(), reason = %why, "refused by hook");
+                ctx.counters.refused += 1;
+                self.close(ctx, format!("refused by {}: {why}", hook.name()));
+            }
+        }
+    }
+
+    fn begin_role(&mut self, ctx: &mut Ctx<'_>) {
+        let State::Authorizing { held, .. } = std::mem::replace(&mut self.state, State::Ended)
+        else {
+            return;
+        };
+        let settings = StreamSettings::for_vhost(ctx.shared.config.vhost(&self.key.vhost).1);
+        match self.stream_id.mode {
+            SrtMode::Publish => {
+                let who = HubPublisher {
+                    serial: self.client.serial,
+                    id: self.client.id.clone(),
+                    tc_url: self.request.tc_url.clone(),
+                };
+                match ctx.shared.hub.publish(self.key.clone(), &settings, who) {
+                    Ok(stream) => {
+                        tracing::info!(client = %self.client.id, peer = %self.client.peer, proto = "srt", vhost = %stream.key.vhost, stream = %self.request.path(), param = %self.request.param, "publish started");
+                        let hooks = &ctx.shared.config.vhost(&self.key.vhost).1.http_hooks;
+                        let hls_hook = (!hooks.urls(Hook::OnHls).is_empty())
+                            .then(|| self.hook_body(Hook::OnHls, ctx));
+                        let publishing =
+                            Publishing::start(stream, self.request.clone(), ctx, hls_hook);
+                        self.state =
+                            State::Publishing(Box::new(publishing), Box::new(TsIngest::new()));
+                        for payload in held {
+                            self.ingest(&payload, ctx);
+                        }
+                    }
+                    Err(PublishError::Busy(name)) => {
+                        tracing::warn!(client = %self.client.id, peer = %self.client.peer, stream = %name, "publish refused: stream is busy");
+                        self.close(ctx, format!("stream {name} busy"));
+                    }
+                }
+            }
+            SrtMode::Play => {
+                let (stream, start, cursor) = ctx.join(self.key.clone(), &settings);
+                stream.want_ts();
+                tracing::info!(client = %self.client.id, peer = %self.client.peer, proto = "srt", vhost = %stream.key.vhost, stream = %self.request.path(), param = %self.request.param, published = stream.is_published(), "play started");
+                let config = ctx.shared.config.vhost(&self.key.vhost).1.play.clone();
+                let framing = Framing::Ts(TsFraming::new(false));
+                let mut player = Box::new(Player::new(
+                    stream,
+                    self.request.clone(),
+                    cursor,
+                    config,
+                    framing,
+                    ctx.now,
+                ));
+                let mut out = TsOut::default();
+                player.start_to(ctx, &start, &mut out);
+                self.state = State::Playing(player, out);
+                self.send_ts(ctx);
+            }
+        }
+    }
+
+    /// Datagrams from the peer (already parsed).
+    pub fn handle_packet(&mut self, packet: Packet, ctx: &mut Ctx<'_>) {
+        self.client.bytes_in += packet.wire_size() as u64;
+        self.last_heard = ctx.now;
+        if matches!(
+            &packet,
+            Packet::Control(ControlPacket {
+                control_type: ControlTypes::Shutdown,
+                ..
+            })
+        ) {
+            self.close_reason
+                .get_or_insert_with(|| "peer closed the connection".into());
+        }
+        self.drive(ctx, Input::Packet(Ok((packet, self.client.peer))));
+    }
+
+    /// The wake-up this session asked for (or a stale one): run the connection's timers.
+    pub fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        if self.scheduled.is_some_and(|at| at <= ctx.now) {
+            self.scheduled = None;
+        }
+        self.drive(ctx, Input::Timer);
+    }
+
+    /// Feeds one input to the connection and carries out everything it asks, then flushes the
+    /// datagrams and asks the worker for the next wake-up.
+    fn drive(&mut self, ctx: &mut Ctx<'_>, input: Input) {
+        if self.closing {
+            return;
+        }
+        let now = ctx.now;
+        let mut input = input;
+        let mut released: Vec<Bytes> = Vec::new();
+        let mut next_wake = None;
+        let mut close = false;
+        loop {
+            let (connection, batch, driver, flow) = (
+                &mut self.connection,
+                &mut self.batch,
+                &mut *ctx.driver,
+                ctx.conn,
+            );
+            let mut sent = 0;
+            let step = guarded(|| match connection.handle_input(now, input) {
+                Action::SendPacket((packet, _)) => {
+                    sent = batch.push(&packet, driver, flow);
+                    Step::Sent
+                }
+                Action::ReleaseData((_, data)) => Step::Release(data),
+                Action::UpdateStatistics(_) => Step::Statistics,
+                Action::WaitForData(wait) => Step::Wait(wait),
+                Action::Close => Step::Close,
+            });
+            self.client.bytes_out += sent as u64;
+            input = match step {
+                Some(Step::Sent) => Input::PacketSent,
+                Some(Step::Release(data)) => {
+                    released.push(data);
+                    Input::DataReleased
+                }
+                Some(Step::Statistics) => Input::StatisticsUpdated,
+                Some(Step::Wait(wait)) => {
+                    next_wake = Some(now + wait.max(Duration::from_micros(500)));
+                    break;
+                }
+                Some(Step::Close) => {
+                    close = true;
+                    break;
+                }
+                None => {
+                    tracing::warn!(client = %self.client.id, peer = %self.client.peer, "srt protocol error (malformed packet); closing the connection");
+                    close = true;
+                    self.close_reason
+                        .get_or_insert_with(|| "srt protocol error".into());
+                    break;
+                }
+            };
+        }
+        self.batch.flush(ctx.driver, ctx.conn);
+        for data in released {
+            self.on_payload(data, ctx);
+        }
+        if close {
+            // A peer's Shutdown has set the reason already.
+            let silent = now.saturating_duration_since(self.last_heard);
+            let reason = if silent >= self.connection.settings().peer_idle_timeout {
+                format!("peer silent for {} ms (timed out)", silent.as_millis())
+            } else {
+                "srt connection closed".to_string()
+            };
+            self.close(ctx, reason);
+            return;
+        }
+        if let Some(at) = next_wake
+            && self.scheduled.is_none_or(|s| at < s)
+        {
+            self.scheduled = Some(at);
+            ctx.wake_at(at);
+        }
+    }
+
+    fn on_payload(&mut self, data: Bytes, ctx: &mut Ctx<'_>) {
+        match &mut self.state {
+            State::Authorizing { held, held_bytes } => {
+                if *held_bytes + data.len() <= MAX_HELD {
+                    *held_bytes += data.len();
+                    held.push(data);
+                }
+            }
+            State::Publishing(..) => self.ingest(&data, ctx),
+            // A player's payloads (it should send none) are ignored.
+            State::Playing(..) | State::Ended => {}
+        }
+    }
+
+    fn ingest(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
+        let State::Publishing(publishing, ingest) = &mut self.state else {
+            return;
+        };
+        if let Err(e) = ingest.push(data) {
+            tracing::debug!(client = %self.client.id, error = %e, "srt publisher: bad MPEG-TS skipped");
+        }
+        while let Some(message) = ingest.poll() {
+            let kind = match message.kind {
+                FlvMessageKind::Audio => FrameKind::Audio,
+                FlvMessageKind::Video => FrameKind::Video,
+            };
+            publishing.push(kind, message.timestamp, message.body, ctx);
+        }
+    }
+
+    /// Writes the frames a player has not had yet; returns its cursor.
+    pub fn write_pending(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
+        let State::Playing(player, out) = &mut self.state else {
+            return None;
+        };
+        let (_, cursor) = player.write_pending_to(ctx, &self.client.id, out);
+        self.send_ts(ctx);
+        cursor
+    }
+
+    /// Hands the player's pending MPEG-TS to the connection, a payload at a time.
+    fn send_ts(&mut self, ctx: &mut Ctx<'_>) {
+        let State::Playing(_, out) = &mut self.state else {
+            return;
+        };
+        let chunks = out.take_payloads();
+        for chunk in chunks {
+            self.drive(ctx, Input::Data(Some((ctx.now, chunk))));
+            if self.closing {
+                return;
+            }
+        }
+    }
+
+    pub fn drained(&mut self, ctx: &mut Ctx<'_>) {
+        if matches!(&self.state, State::Playing(p, _) if p.throttled()) {
+            self.write_pending(ctx);
+        }
+    }
+
+    pub fn check_timeouts(&mut self, ctx: &mut Ctx<'_>) {
+        let expired = match &self.state {
+            State::Publishing(p, _) => p.expired(ctx.now),
+            State::Playing(p, _) => p.stalled(ctx),
+            State::Authorizing { .. } | State::Ended => None,
+        };
+        if let Some(reason) = expired {
+            tracing::warn!(client = %self.client.id, peer = %self.client.peer, reason = %reason, "closing connection");
+            self.close(ctx, reason);
+        }
+    }
+
+    /// Ends the session: tells the peer (SRT shutdown) and closes the flow.
+    pub fn close(&mut self, ctx: &mut Ctx<'_>, reason: String) {
+        if self.closing {
+            return;
+        }
+        self.close_reason.get_or_insert(reason);
+        if self.connection.is_open() {
+            // Ending the data stream makes the connection send its shutdown.
+            self.drive(ctx, Input::Data(None));
+        }
+        self.closing = true;
+        ctx.driver.close_after_flush(ctx.conn);
+    }
+
+    pub fn kick(&mut self, ctx: &mut Ctx<'_>) {
+        self.close(ctx, "kicked by the API".into());
+    }
+
+    pub fn shut_down(&mut self, ctx: &mut Ctx<'_>) {
+        self.close(ctx, "server shutting down".into());
+    }
+
+    fn describe_role(&self) -> Option<(&'static str, String)> {
+        match &self.state {
+            State::Publishing(p, _) => Some(("publisher", p.describe())),
+            State::Playing(p, _) => Some(("player", p.describe())),
+            _ => None,
+        }
+    }
+
+    pub fn view(&self, now: Instant, worker: usize) -> ClientView {
+        let (kind, publish, stream) = match &self.state {
+            State::Publishing(p, _) => ("srt-publish", true, Some(p.stream.id)),
+            State::Playing(p, _) => ("srt-play", false, Some(p.stream.id)),
+            _ => match self.stream_id.mode {
+                SrtMode::Publish => ("srt-publish", true, None),
+                SrtMode::Play => ("srt-play", false, None),
+            },
+        };
+        ClientView {
+            vhost: self.key.vhost.clone(),
+            app: self.request.app.clone(),
+            stream: self.request.stream.clone(),
+            stream_id: stream,
+            name: self.request.stream.clone(),
+            tc_url: self.request.tc_url.clone(),
+            kind,
+            publish,
+            ..self.client.view(now, worker)
+        }
+    }
+
+    /// The flow is gone: leave the hub, send the closing hooks, log the summary.
+    pub fn closed(&mut self, reason: CloseReason, ctx: &mut Ctx<'_>) {
+        if let Some(role) = self.describe_role() {
+            self.last_role = Some(role);
+        }
+        let why = self
+            .close_reason
+            .clone()
+            .unwrap_or_else(|| reason.to_string());
+        let hooks = &ctx.shared.config.vhost(&self.key.vhost).1.http_hooks;
+        let leave_hook = match &self.state {
+            State::Publishing(..) => Some(Hook::OnUnpublish),
+            State::Playing(..) => Some(Hook::OnStop),
+            _ => None,
+        };
+        for hook in leave_hook.into_iter().chain([Hook::OnClose]) {
+            if !hooks.urls(hook).is_empty() {
+                let body = self.hook_body(hook, ctx);
+                ctx.call_hook(hook, hooks, body, self.client.serial);
+            }
+        }
+        match std::mem::replace(&mut self.state, State::Ended) {
+            State::Publishing(p, _) => p.finish(ctx, self.client.serial, &self.client.id, &why),
+            State::Playing(p, _) => p.leave(ctx, &self.client.id),
+            _ => {}
+        }
+        let (role, stream) = self
+            .last_role
+            .clone()
+            .unwrap_or(("none", self.request.path()));
+        let stats = self.connection.statistics();
+        tracing::info!(
+            client = %self.client.id,
+            peer = %self.client.peer,
+            proto = "srt",
+            role,
+            stream = %stream,
+            bytes_in = self.client.bytes_in,
+            bytes_out = self.client.bytes_out,
+            retransmitted = stats.tx_retransmit_data,
+            lost = stats.rx_loss_data,
+            dropped = stats.rx_dropped_data,
+            duration_ms = ctx.now.saturating_duration_since(self.client.started).as_millis() as u64,
+            reason = %why,
+            "client left"
+        );
+    }
+}
+
+/// What one call into the connection asked for, owned (the crate's `Action` borrows it).
+enum Step {
+    /// A packet went into the datagram batch.
+    Sent,
+    Release(Bytes),
+    Statistics,
+    Wait(Duration),
+    Close,
+}
+
+/// A player's MPEG-TS on its way into SRT payloads: frames' shared TS bytes are copied into
+/// payload-sized pieces (the connection keeps each payload until it is acknowledged).
+#[derive(Default)]
+struct TsOut {
+    pending: BytesMut,
+}
+
+impl TsOut {
+    /// Everything written so far, as payloads of at most [`PAYLOAD_SIZE`] bytes (the last may be
+    /// shorter: it goes now rather than waiting for the next frame).
+    fn take_payloads(&mut self) -> Vec<Bytes> {
+        let mut payloads = Vec::with_capacity(self.pending.len().div_ceil(PAYLOAD_SIZE));
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(PAYLOAD_SIZE);
+            payloads.push(self.pending.split_to(n).freeze());
+        }
+        payloads
+    }
+}
+
+impl PlayerOutput for TsOut {
+    fn pending(&self, driver: &Driver, conn: ConnId) -> usize {
+        driver.pending_bytes(conn) + self.pending.len()
+    }
+
+    fn write(
+        &mut self,
+        _driver: &mut Driver,
+        _conn: ConnId,
+        framing: &mut Framing,
+        frame: &crate::hub::Frame,
+        timestamp: u32,
+    ) -> usize {
+        let Some((head, body)) = framing.frame(frame, timestamp) else {
+            return 0;
+        };
+        self.pending.extend_from_slice(head.as_bytes());
+        self.pending.extend_from_slice(&body);
+        head.as_bytes().len() + body.len()
+    }
+}
+
+/// Packets serialized back to back into runs of equal-size datagrams (the last of a run may be
+/// shorter), each run queued with one `send_datagrams` so the driver can use GSO.
+#[derive(Default)]
+struct DatagramBatch {
+    buf: BytesMut,
+    scratch: BytesMut,
+    segment: usize,
+    /// The run ended with a shorter datagram: nothing more may follow it.
+    sealed: bool,
+}
+
+impl DatagramBatch {
+    /// Adds a packet; returns its size on the wire.
+    fn push(&mut self, packet: &Packet, driver: &mut Driver, flow: ConnId) -> usize {
+        // Serialized first: `wire_size` is not exact for every control packet.
+        self.scratch.clear();
+        packet.serialize(&mut self.scratch);
+        let size = self.scratch.len();
+        if !self.buf.is_empty() && (self.sealed || size > self.segment) {
+            self.flush(driver, flow);
+        }
+        if self.buf.is_empty() {
+            self.segment = size;
+        }
+        self.buf.extend_from_slice(&self.scratch);
+        if size < self.segment {
+            self.sealed = true;
+        }
+        size
+    }
+
+    fn flush(&mut self, driver: &mut Driver, flow: ConnId) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let segment = u16::try_from(self.segment).unwrap_or(u16::MAX);
+        driver.send_datagrams(flow, self.buf.split().freeze(), segment);
+        self.sealed = false;
+    }
+}
