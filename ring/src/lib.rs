@@ -2,7 +2,7 @@
 //!
 //! - **uring** (Linux, io_uring): multishot accept, multishot recv from a provided buffer ring,
 //!   vectored `sendmsg`, file regions by linked `splice` (file → pipe → socket), UDP by
-//!   multishot `recvmsg` (with `UDP_GRO`) from a second buffer ring and linked `sendmsg`s
+//!   multishot `recvmsg` (with `UDP_GRO`) from a second buffer ring and `sendmsg`s
 //!   (with `UDP_SEGMENT`), wait timeouts, and an eventfd read that another core completes to
 //!   wake this one.
 //! - **epoll** (mio: epoll on Linux, kqueue on macOS, IOCP on Windows): the same operations as

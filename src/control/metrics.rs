@@ -160,7 +160,7 @@ pub fn render(counters: &[WorkerCounters], snapshot: &Snapshot, backend: &str) -
         counter(sum(|c| c.refused)),
     );
 
-    let io: [(&str, &str, u64); 5] = [
+    let io: [(&str, &str, u64); 9] = [
         (
             "sluice_io_waits",
             "Times the I/O drivers entered the kernel to wait or submit",
@@ -185,6 +185,26 @@ pub fn render(counters: &[WorkerCounters], snapshot: &Snapshot, backend: &str) -
             "sluice_io_file_bytes_sent",
             "Bytes sent from files (sendfile/splice)",
             sum(|c| c.io.file_bytes_sent),
+        ),
+        (
+            "sluice_io_datagrams_received",
+            "UDP datagrams received (a GRO receive counts each datagram in it)",
+            sum(|c| c.io.datagrams_received),
+        ),
+        (
+            "sluice_io_datagrams_sent",
+            "UDP datagrams sent (a GSO send counts each datagram in it)",
+            sum(|c| c.io.datagrams_sent),
+        ),
+        (
+            "sluice_io_udp_send_calls",
+            "UDP sends issued (sendmsg/sendmmsg calls or io_uring sendmsg operations)",
+            sum(|c| c.io.udp_send_calls),
+        ),
+        (
+            "sluice_io_datagrams_dropped",
+            "UDP datagrams the kernel refused to send (dropped; the protocol retransmits)",
+            sum(|c| c.io.datagrams_dropped),
         ),
     ];
     for (name, help, n) in io {
