@@ -1,8 +1,8 @@
 //! SRT sessions: one srt-protocol [`DuplexConnection`] on a driver flow (its peer's address on
 //! the worker's SRT socket). A publisher's payloads are MPEG-TS: they go through
 //! `proto::ts::ingest` into FLV tag bodies and into the hub like any publisher's. A player gets
-//! the stream's shared MPEG-TS (the publisher's remux, from a keyframe with PAT/PMT), cut into
-//! SRT payloads of up to [`PAYLOAD_SIZE`] bytes.
+//! the stream's shared MPEG-TS (the publisher's remux, from a keyframe with PAT/PMT), sliced
+//! into SRT payloads of up to [`PAYLOAD_SIZE`] bytes that all viewers share.
 //!
 //! The connection's packets are written as datagram runs of equal size, one
 //! [`Driver::send_datagrams`](sluice_ring::Driver::send_datagrams) per run, so the driver can
@@ -516,29 +516,61 @@ enum Step {
     Close,
 }
 
-/// A player's MPEG-TS on its way into SRT payloads: frames' shared TS bytes are copied into
-/// payload-sized pieces (the connection keeps each payload until it is acknowledged).
+/// A player's MPEG-TS on its way into SRT payloads of [`PAYLOAD_SIZE`] bytes. Payloads are
+/// slices of the frame's TS bytes, which the stream muxed once for every viewer, so the
+/// connections' send buffers (which keep each payload until it is acknowledged) share them
+/// rather than holding a copy per viewer. Only the bytes that straddle two frames are copied,
+/// into `partial`: at most one payload per frame, and every payload stays whole TS packets.
 #[derive(Default)]
 struct TsOut {
-    pending: BytesMut,
+    /// Payloads ready for the connection.
+    ready: Vec<Bytes>,
+    /// The start of the next payload (less than [`PAYLOAD_SIZE`] bytes).
+    partial: BytesMut,
 }
 
 impl TsOut {
-    /// Everything written so far, as payloads of at most [`PAYLOAD_SIZE`] bytes (the last may be
-    /// shorter: it goes now rather than waiting for the next frame).
+    /// Everything written so far, as payloads: full ones, and whatever is partial as a shorter
+    /// last one, which goes now rather than waiting for the next frame.
     fn take_payloads(&mut self) -> Vec<Bytes> {
-        let mut payloads = Vec::with_capacity(self.pending.len().div_ceil(PAYLOAD_SIZE));
-        while !self.pending.is_empty() {
-            let n = self.pending.len().min(PAYLOAD_SIZE);
-            payloads.push(self.pending.split_to(n).freeze());
+        if !self.partial.is_empty() {
+            let last = self.partial.split().freeze();
+            self.ready.push(last);
         }
-        payloads
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Cuts `bytes` into payloads after what is partial.
+    fn push(&mut self, mut bytes: Bytes) {
+        if !self.partial.is_empty() {
+            let take = (PAYLOAD_SIZE - self.partial.len()).min(bytes.len());
+            self.partial.extend_from_slice(&bytes.split_to(take));
+            if self.partial.len() < PAYLOAD_SIZE {
+                return;
+            }
+            let full = self.partial.split().freeze();
+            self.ready.push(full);
+        }
+        while bytes.len() >= PAYLOAD_SIZE {
+            self.ready.push(bytes.split_to(PAYLOAD_SIZE));
+        }
+        if !bytes.is_empty() {
+            if self.partial.capacity() < PAYLOAD_SIZE {
+                // The last payload handed out may still hold the old buffer.
+                self.partial = BytesMut::with_capacity(PAYLOAD_SIZE);
+            }
+            self.partial.extend_from_slice(&bytes);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ready.iter().map(Bytes::len).sum::<usize>() + self.partial.len()
     }
 }
 
 impl PlayerOutput for TsOut {
     fn pending(&self, driver: &Driver, conn: ConnId) -> usize {
-        driver.pending_bytes(conn) + self.pending.len()
+        driver.pending_bytes(conn) + self.len()
     }
 
     fn write(
@@ -552,14 +584,13 @@ impl PlayerOutput for TsOut {
         let Some((head, body)) = framing.frame(frame, timestamp) else {
             return 0;
         };
-        let size = head.as_bytes().len() + body.len();
-        // Payloads stay in the connection's send buffer until acknowledged, so this buffer is
-        // never reclaimed in place: take whole blocks rather than growing it per frame.
-        if self.pending.capacity() - self.pending.len() < size {
-            self.pending.reserve(size.max(BATCH_BLOCK));
+        // SRT's framing is unchunked: no head. Were there one, it would go first, copied.
+        let head = head.as_bytes();
+        if !head.is_empty() {
+            self.push(Bytes::copy_from_slice(head));
         }
-        self.pending.extend_from_slice(head.as_bytes());
-        self.pending.extend_from_slice(&body);
+        let size = head.len() + body.len();
+        self.push(body);
         size
     }
 }
@@ -621,5 +652,62 @@ impl DatagramBatch {
         }
         let run = self.buf.split();
         self.send(run, driver, flow);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts_frame(packets: usize, tag: u8) -> Bytes {
+        let mut bytes = vec![0u8; packets * 188];
+        for (i, packet) in bytes.chunks_mut(188).enumerate() {
+            packet[0] = 0x47;
+            packet[1] = tag;
+            packet[2] = i as u8;
+        }
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn payloads_are_whole_packets_and_share_the_frames() {
+        let mut out = TsOut::default();
+        let frames: Vec<Bytes> = [45, 3, 2, 40, 1, 7, 14]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| ts_frame(n, i as u8))
+            .collect();
+        let mut payloads = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            out.push(frame.clone());
+            // A send after the fourth frame flushes what is partial.
+            if i == 3 {
+                payloads.extend(out.take_payloads());
+            }
+        }
+        payloads.extend(out.take_payloads());
+        assert_eq!(out.len(), 0);
+        let sent: Vec<u8> = payloads.iter().flat_map(|p| p.iter().copied()).collect();
+        let written: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        assert_eq!(sent, written);
+        for payload in &payloads {
+            assert!(payload.len() <= PAYLOAD_SIZE && payload.len() % 188 == 0);
+            assert!(payload.chunks(188).all(|p| p[0] == 0x47));
+        }
+        // Short payloads only where a send flushed what was partial.
+        let short = payloads.iter().filter(|p| p.len() < PAYLOAD_SIZE).count();
+        assert_eq!(
+            short,
+            2,
+            "{:?}",
+            payloads.iter().map(Bytes::len).collect::<Vec<_>>()
+        );
+        // The first frame's six full payloads are slices of it, not copies.
+        let first = frames[0].as_ptr_range();
+        let shared = payloads
+            .iter()
+            .filter(|p| first.contains(&p.as_ptr()))
+            .count();
+        assert_eq!(shared, 45 / 7);
     }
 }
