@@ -61,6 +61,11 @@ const UDP_PAYLOAD_OFFSET: usize = 16 + UDP_NAME_LEN + crate::udp::CONTROL_LEN;
 
 /// Most `sendmsg`s in one flow's chain: with GSO up to 64 datagrams each; without, one.
 const UDP_CHAIN_MAX: u32 = 32;
+/// Datagrams from one enter after which another may find more: the kernel's multishot retry
+/// runs up to 32 receives before it queues itself again.
+const UDP_FULL_ROUND: usize = 32;
+/// Extra enters per wait `next_event` may make for UDP receives (at 32+ datagrams each).
+const UDP_EXTRA_ENTERS: usize = 64;
 
 /// What an operation's `user_data` refers to: kind in the top byte, then index and generation.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -469,6 +474,10 @@ pub(crate) struct UringDriver {
     buffers: BufferRing,
     /// UDP receive buffers (`UDP_PAYLOAD_OFFSET` + 64 KiB each), from the first `bind_udp`.
     udp_buffers: Option<BufferRing>,
+    /// Datagrams the last enter brought, and the enters `next_event` made since the wait: see
+    /// [`UringDriver::receive_more_udp`].
+    udp_received_by_enter: usize,
+    udp_extra_enters: usize,
     /// The `msghdr` every UDP multishot `recvmsg` uses: only its name and control lengths
     /// count.
     udp_msghdr: Box<libc::msghdr>,
@@ -534,6 +543,8 @@ impl UringDriver {
             ring,
             buffers,
             udp_buffers: None,
+            udp_received_by_enter: 0,
+            udp_extra_enters: 0,
             udp_msghdr,
             udp_ops: Vec::new(),
             free_udp_ops: Vec::new(),
@@ -1138,6 +1149,8 @@ impl UringDriver {
             Some(Duration::ZERO)
         };
         self.counters.waits += 1;
+        self.udp_received_by_enter = 0;
+        self.udp_extra_enters = 0;
         let result = match timeout {
             Some(t) => {
                 let ts = types::Timespec::new()
@@ -1338,6 +1351,9 @@ impl UringDriver {
 
     pub(crate) fn next_event(&mut self) -> Option<Event> {
         loop {
+            if self.ready.is_empty() {
+                self.receive_more_udp();
+            }
             let event = self.ready.pop_front()?;
             match event {
                 Event::Received { conn, buf } => {
@@ -1351,6 +1367,45 @@ impl UringDriver {
                 other => return Some(other),
             }
         }
+    }
+
+    /// When the last enter brought a full round of datagrams, enters again without waiting for
+    /// more, as epoll's `next_event` reads its sockets until they are empty. A socket's
+    /// multishot `recvmsg` runs as deferred task work, which an enter runs a bounded number of
+    /// times (32 datagrams each), so one enter per loop could not keep up with a thousand SRT
+    /// viewers' ACKs: the socket's queue filled and the kernel dropped datagrams. The buffers
+    /// the caller has released since are handed back first. Bounded per wait.
+    fn receive_more_udp(&mut self) {
+        if self.udp_received_by_enter < UDP_FULL_ROUND || self.udp_extra_enters >= UDP_EXTRA_ENTERS
+        {
+            return;
+        }
+        self.udp_received_by_enter = 0;
+        self.udp_extra_enters += 1;
+        for id in 0..self.udp.len() {
+            if !self.udp[id].recv_armed {
+                self.arm_udp_recv(id as u32);
+            }
+        }
+        if let Some(udp_buffers) = &self.udp_buffers {
+            udp_buffers.publish();
+        }
+        // `want` 1 with a zero timeout: an enter that runs task work (GETEVENTS) and returns.
+        let ts = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "io_uring enter for more UDP receives failed");
+                return;
+            }
+        }
+        self.reap();
     }
 
     pub(crate) fn recv_data(&self, buf: &RecvBuf) -> &[u8] {
@@ -1541,6 +1596,7 @@ impl UringDriver {
             });
         match parsed {
             Some((len, false, Some(peer), segment)) if len > 0 => {
+                self.udp_received_by_enter += 1;
                 self.counters.bytes_received += len as u64;
                 self.counters.datagrams_received += crate::udp::datagram_count(len, segment) as u64;
                 self.ready.push_back(Event::Datagrams {
