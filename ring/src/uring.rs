@@ -15,7 +15,9 @@
 //! - UDP receive: one multishot `recvmsg` per socket, picking 64 KiB buffers from a second
 //!   provided-buffer ring (registered with the first UDP socket); each buffer starts with the
 //!   kernel's `io_uring_recvmsg_out`, the peer address and the control messages (`UDP_GRO`'s
-//!   segment size), then the datagrams. A truncated datagram is dropped and counted;
+//!   segment size), then the datagrams. A truncated datagram is dropped and counted. While
+//!   an enter brings 32 or more datagrams, `next_event` enters again without waiting
+//!   (bounded per wait): the multishot runs as deferred task work, a bounded amount per enter;
 //! - UDP send: per flow, one batch of `sendmsg`s at a time, each carrying a GSO batch
 //!   (`UDP_SEGMENT` control message) or, with GSO off, one datagram, issued in order at
 //!   submit (linked only behind a poll for room: a link costs a deferred task-work run). Every operation owns its `msghdr`, iovecs, address, control
