@@ -479,9 +479,10 @@ impl Driver {
     /// Queues datagrams for a flow: `data` holds consecutive datagrams of `segment_size` bytes
     /// each (the last may be shorter; 0 makes `data` one datagram). Written at the next
     /// [`Driver::wait`]: with GSO on, in as few `sendmsg` calls with a `UDP_SEGMENT` control
-    /// message as the kernel allows (≤ 64 datagrams and ≤ 65,000 bytes per call; consecutive
-    /// calls with one segment size share a `sendmsg` when the earlier ones end on a full-sized
-    /// datagram); with GSO off (or not Linux), one datagram per send (on epoll on Linux,
+    /// message as the kernel allows (≤ 64 datagrams and ≤ 65,000 bytes per call, segments of
+    /// at most 1,452 bytes; consecutive calls with one segment size share a `sendmsg` when the
+    /// earlier ones end on a full-sized datagram, and a single shorter datagram may end it);
+    /// with GSO off (or not Linux), one datagram per send (on epoll on Linux,
     /// several per `sendmmsg`). [`Event::Drained`] follows as for TCP. A datagram the kernel
     /// refuses (too big, no route) is dropped and counted (`datagrams_dropped`); a full
     /// socket buffer only delays. Ignored if the flow is closing or gone, or `conn` is not a

@@ -959,6 +959,8 @@ fn assorted_calls(seed: u8) -> Vec<Call> {
         (pattern(7, seed.wrapping_add(8)), 7),
     ]
 }
+/// GSO sends per direction for [`assorted_calls`]: [1], [100], [1200 ×7 + 300], [500],
+/// [1000 ×10], [60,000] (above an MTU: alone), [7].
 const ASSORTED_GSO_SENDS: u64 = 7;
 
 fn udp_driver(backend: Backend, gso: bool) -> Driver {

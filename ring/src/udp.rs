@@ -23,6 +23,11 @@ pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
 /// UDP headers (65,507 for IPv4); this leaves room for IPv6 extension headers too.
 pub(crate) const GSO_MAX_BYTES: usize = 65_000;
 
+/// Largest segment sent with GSO: the kernel refuses (`EINVAL`) a segment that does not fit
+/// the device's MTU, so larger datagrams go one per send. 1,452 fits a 1,500-byte MTU under
+/// IPv6 and UDP headers.
+pub(crate) const GSO_MAX_SEGMENT: usize = 1452;
+
 /// Payload room of a UDP receive buffer: enough for the largest datagram, or for a GRO batch
 /// (the kernel coalesces at most 64 KiB).
 pub(crate) const UDP_RECV_PAYLOAD: usize = 64 * 1024;
@@ -105,6 +110,11 @@ impl DatagramQueue {
             (1, usize::MAX)
         };
         let segment = self.parts.front()?.segment;
+        let max_segments = if segment > GSO_MAX_SEGMENT {
+            1
+        } else {
+            max_segments
+        };
         let mut batch = Batch {
             segment,
             datagrams: 0,
@@ -112,6 +122,21 @@ impl DatagramQueue {
         };
         while let Some(front) = self.parts.front_mut() {
             if front.segment != segment {
+                // One datagram shorter than the batch's may end it, as GSO's last segment may
+                // be short: a frame's packets and its shorter last one leave in one send.
+                let len = front.data.len();
+                let joins = batch.datagrams > 0
+                    && len == front.segment
+                    && len < segment
+                    && batch.datagrams < max_segments
+                    && batch.bytes + len <= max_bytes;
+                if joins {
+                    let part = self.parts.pop_front().expect("front exists");
+                    into.push(part);
+                    batch.datagrams += 1;
+                    batch.bytes += len;
+                    self.bytes -= len;
+                }
                 break;
             }
             let len = front.data.len();
@@ -374,7 +399,10 @@ mod tests {
         while let Some(batch) = q.take(gso, &mut parts) {
             let bytes: Vec<u8> = parts.iter().flat_map(|p| p.data.to_vec()).collect();
             assert_eq!(bytes.len(), batch.bytes);
-            assert!(parts.iter().all(|p| p.segment == batch.segment));
+            // Every part but a short last datagram is cut at the batch's segment size.
+            let (last, rest) = parts.split_last().expect("a batch has parts");
+            assert!(rest.iter().all(|p| p.segment == batch.segment));
+            assert!(last.segment == batch.segment || last.data.len() < batch.segment);
             out.push((batch, bytes));
             parts.clear();
         }
@@ -398,11 +426,12 @@ mod tests {
             (&[2; 5], 5),
             (&[3; 7], 5), // 5 + a short 2: ends the batch
             (&[4; 5], 5),
-            (&[5; 6], 6), // another size
-            (&[6; 3], 0), // one datagram of 3
+            (&[5; 6], 6), // another, larger size
+            (&[6; 3], 0), // one shorter datagram of 3: ends that batch
+            (&[7; 3], 0), // and starts the next
         ]);
-        assert_eq!(q.len(), 36);
-        assert_eq!(q.datagrams(), 8);
+        assert_eq!(q.len(), 39);
+        assert_eq!(q.datagrams(), 9);
         let batches = take_all(&mut q, true);
         let shapes: Vec<Batch> = batches.iter().map(|(b, _)| *b).collect();
         assert_eq!(
@@ -410,7 +439,7 @@ mod tests {
             [
                 batch(5, 5, 22),
                 batch(5, 1, 5),
-                batch(6, 1, 6),
+                batch(6, 2, 9),
                 batch(3, 1, 3)
             ]
         );
@@ -437,6 +466,18 @@ mod tests {
         let mut q = queue(&[(&[7; 65_500], 0), (&[8; 10], 0)]);
         let shapes: Vec<Batch> = take_all(&mut q, true).iter().map(|(b, _)| *b).collect();
         assert_eq!(shapes, [batch(65_500, 1, 65_500), batch(10, 1, 10)]);
+        // Segments above an MTU go one per send, even of one size.
+        let mut q = queue(&[(&[7; 4000], 2000), (&[8; 2000], 0), (&[9; 10], 0)]);
+        let shapes: Vec<Batch> = take_all(&mut q, true).iter().map(|(b, _)| *b).collect();
+        assert_eq!(
+            shapes,
+            [
+                batch(2000, 1, 2000),
+                batch(2000, 1, 2000),
+                batch(2000, 1, 2000),
+                batch(10, 1, 10)
+            ]
+        );
     }
 
     #[test]
@@ -453,13 +494,16 @@ mod tests {
         let mut q = queue(&[(&[1; 10], 5), (&[2; 10], 5), (&[3; 4], 4)]);
         let mut parts = Vec::new();
         let first = q.take(true, &mut parts).unwrap();
-        assert_eq!(first, batch(5, 4, 20));
-        assert_eq!(q.len(), 4);
+        // The shorter datagram of 4 ends the batch.
+        assert_eq!(first, batch(5, 5, 24));
+        assert_eq!(q.len(), 0);
         q.put_back(parts.drain(1..));
         assert_eq!(q.len(), 14);
         let rest = take_all(&mut q, true);
-        assert_eq!(rest[0].1, [2; 10]);
-        assert_eq!(rest[1].1, [3; 4]);
+        assert_eq!(rest.len(), 1);
+        let mut expected = vec![2; 10];
+        expected.extend([3; 4]);
+        assert_eq!(rest[0].1, expected);
     }
 
     #[test]

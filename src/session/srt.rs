@@ -4,9 +4,9 @@
 //! the stream's shared MPEG-TS (the publisher's remux, from a keyframe with PAT/PMT), sliced
 //! into SRT payloads of up to [`PAYLOAD_SIZE`] bytes that all viewers share.
 //!
-//! The connection's packets are written as datagram runs of equal size, one
-//! [`Driver::send_datagrams`](sluice_ring::Driver::send_datagrams) per run, so the driver can
-//! send a frame's packets with one GSO `sendmsg`. The connection's timers (ACK, NAK,
+//! Each of the connection's packets is queued as a datagram with
+//! [`Driver::send_datagrams`](sluice_ring::Driver::send_datagrams); the driver sends a frame's
+//! packets (equal sizes and a shorter last one) with one GSO `sendmsg`. The connection's timers (ACK, NAK,
 //! retransmission, TSBPD release, keepalive, idle timeout) are kept by the worker: the session
 //! asks for a wake-up at its next deadline (`Ctx::wake_at`).
 
@@ -46,8 +46,7 @@ pub struct SrtSession {
     hooks_left: Vec<Hook>,
     /// The wake-up last asked of the worker.
     scheduled: Option<Instant>,
-    /// Datagrams of equal size waiting to be queued as one run.
-    batch: DatagramBatch,
+    out: DatagramOut,
     close_reason: Option<String>,
     closing: bool,
     /// When the peer's last datagram came, to tell a timeout from other ends.
@@ -87,7 +86,7 @@ impl SrtSession {
             },
             hooks_left: Vec::new(),
             scheduled: None,
-            batch: DatagramBatch::default(),
+            out: DatagramOut::default(),
             close_reason: None,
             closing: false,
             last_heard: Instant::now(),
@@ -268,16 +267,16 @@ impl SrtSession {
         let mut next_wake = None;
         let mut close = false;
         loop {
-            let (connection, batch, driver, flow) = (
+            let (connection, out, driver, flow) = (
                 &mut self.connection,
-                &mut self.batch,
+                &mut self.out,
                 &mut *ctx.driver,
                 ctx.conn,
             );
             let mut sent = 0;
             let step = guarded(|| match connection.handle_input(now, input) {
                 Action::SendPacket((packet, _)) => {
-                    sent = batch.push(&packet, driver, flow);
+                    sent = out.send(&packet, driver, flow);
                     Step::Sent
                 }
                 Action::ReleaseData((_, data)) => Step::Release(data),
@@ -310,7 +309,6 @@ impl SrtSession {
                 }
             };
         }
-        self.batch.flush(ctx.driver, ctx.conn);
         for data in released {
             self.on_payload(data, ctx);
         }
@@ -508,7 +506,7 @@ impl SrtSession {
 
 /// What one call into the connection asked for, owned (the crate's `Action` borrows it).
 enum Step {
-    /// A packet went into the datagram batch.
+    /// A packet went to the driver.
     Sent,
     Release(Bytes),
     Statistics,
@@ -595,20 +593,17 @@ impl PlayerOutput for TsOut {
     }
 }
 
-/// Packets serialized back to back into runs of equal-size datagrams (the last of a run may be
-/// shorter), each run queued with one `send_datagrams` so the driver can use GSO.
+/// The connection's packets on their way to the driver, each queued as one datagram; the
+/// driver sends consecutive datagrams of one size (and a shorter last one) with one GSO
+/// `sendmsg`.
 ///
-/// Runs are carved from blocks of [`BATCH_BLOCK`] bytes: a run handed to the driver stays
-/// referenced until its send completes (at the next wait on epoll, later on io_uring), so
-/// growing one buffer per run would allocate — and re-copy as it grows — for every frame of
-/// every viewer; carving runs from a block costs one allocation per block (measured: 18 % of
-/// a core in `malloc` at 1,500 viewers on io_uring before).
+/// Datagrams are carved from blocks of [`BATCH_BLOCK`] bytes: a datagram handed to the driver
+/// stays referenced until its send completes (at the next wait on epoll, later on io_uring), so
+/// a buffer per datagram would allocate for every packet of every viewer (measured: 18 % of a
+/// core in `malloc` at 1,500 viewers on io_uring with per-run buffers).
 #[derive(Default)]
-struct DatagramBatch {
-    buf: BytesMut,
-    segment: usize,
-    /// The run ended with a shorter datagram: nothing more may follow it.
-    sealed: bool,
+struct DatagramOut {
+    block: BytesMut,
 }
 
 /// Room for about a dozen full datagrams.
@@ -616,42 +611,18 @@ const BATCH_BLOCK: usize = 16 * 1024;
 /// More than any SRT packet we send (1316-byte payloads, control packets are smaller).
 const MAX_DATAGRAM: usize = 1500;
 
-impl DatagramBatch {
-    /// Adds a packet; returns its size on the wire.
-    fn push(&mut self, packet: &Packet, driver: &mut Driver, flow: ConnId) -> usize {
-        if self.buf.capacity() - self.buf.len() < MAX_DATAGRAM {
-            self.buf.reserve(BATCH_BLOCK);
+impl DatagramOut {
+    /// Queues a packet; returns its size on the wire.
+    fn send(&mut self, packet: &Packet, driver: &mut Driver, flow: ConnId) -> usize {
+        if self.block.capacity() - self.block.len() < MAX_DATAGRAM {
+            self.block.reserve(BATCH_BLOCK);
         }
-        // Serialized in place, then measured: `wire_size` is not exact for every control packet.
-        let run = self.buf.len();
-        packet.serialize(&mut self.buf);
-        let size = self.buf.len() - run;
-        if run > 0 && (self.sealed || size > self.segment) {
-            // It cannot join the run: the run goes, the packet starts the next one.
-            let previous = self.buf.split_to(run);
-            self.send(previous, driver, flow);
-        }
-        if self.buf.len() == size {
-            self.segment = size;
-        }
-        if size < self.segment {
-            self.sealed = true;
-        }
+        // Serialized, then measured: `wire_size` is not exact for every control packet.
+        packet.serialize(&mut self.block);
+        let datagram = self.block.split().freeze();
+        let size = datagram.len();
+        driver.send_datagrams(flow, datagram, 0);
         size
-    }
-
-    fn send(&mut self, run: BytesMut, driver: &mut Driver, flow: ConnId) {
-        let segment = u16::try_from(self.segment).unwrap_or(u16::MAX);
-        driver.send_datagrams(flow, run.freeze(), segment);
-        self.sealed = false;
-    }
-
-    fn flush(&mut self, driver: &mut Driver, flow: ConnId) {
-        if self.buf.is_empty() {
-            return;
-        }
-        let run = self.buf.split();
-        self.send(run, driver, flow);
     }
 }
 
