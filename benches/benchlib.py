@@ -1,6 +1,8 @@
 """Helpers the whole-server benchmark scripts share: logging, ports, process trees, CPU time, apt;
-and, for the viewer-capacity benchmarks (benches/fanout, benches/srt_viewers), the server
-process on its core, the load step, the ramp, the summary pieces and the CPU plot."""
+and, for the viewer-capacity benchmarks (benches/fanout, benches/srt_viewers,
+benches/webrtc_viewers), the server process on its core, the load step, the ramp, the summary
+pieces and the CPU plot; for the UDP ones (SRT, WebRTC) also their sluice configurations,
+options, step and tables."""
 
 import argparse
 import json
@@ -16,6 +18,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Where the release binaries are unless a benchmark says otherwise.
+RELEASE = ROOT / "target/release"
 # The server under test and the load tool each get a core of their own, so neither one's CPU
 # use is charged to the other.
 SERVER_CORE = "0"
@@ -133,14 +137,14 @@ class PinnedServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def run_load(server, viewers, args, load_options, play):
-    """Runs sluice-load once on LOAD_CORE against the started `server`: its global
-    `load_options` (after --io), then the `play` subcommand and its URLs, then the step's
-    viewers and timing from `args`. Returns the load report (dict) with "server" set to the
-    server's name; raises if the tool wrote none."""
+def run_load(server, viewers, args, load_options, play, bin_dir=RELEASE):
+    """Runs sluice-load (from `bin_dir`) once on LOAD_CORE against the started `server`: its
+    global `load_options` (after --io), then the `play` subcommand and its URLs, then the
+    step's viewers and timing from `args`. Returns the load report (dict) with "server" set to
+    the server's name; raises if the tool wrote none."""
     time.sleep(0.3)
     report_path = Path(server.workdir) / "load.json"
-    cmd = ["taskset", "-c", LOAD_CORE, str(ROOT / "target/release/sluice-load"),
+    cmd = ["taskset", "-c", LOAD_CORE, str(bin_dir / "sluice-load"),
            "--io", args.load_io, *load_options, "--json", str(report_path)]
     for pid in server.pids():
         cmd += ["--server-pid", str(pid)]
@@ -148,7 +152,8 @@ def run_load(server, viewers, args, load_options, play):
     cmd += ["--viewers", str(viewers), "--ramp", str(args.ramp),
             "--bitrate", str(args.bitrate), "--fps", str(args.fps),
             "--warmup", str(args.warmup), "--duration", str(args.measure)]
-    # The ramp, the warm-up and the measurement, and a minute for connecting and reporting.
+    # The ramp, the warm-up and the measurement, and a minute for connecting (and WHEP
+    # viewers' DELETEs) and reporting.
     limit = viewers / args.ramp + args.warmup + args.measure + 60
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
     if not report_path.exists():
@@ -429,3 +434,106 @@ def write_outputs(out, results, header, table, plot_title, x_steps):
     svg_cpu_plot(results["steps"], out / "cpu.svg", plot_title, x_steps)
     print(header)
     print(table)
+
+
+# The UDP fan-out benchmarks' configurations: sluice's two data planes, each with GSO on (the
+# server's default where the kernel has it) and off (`udp_gso = false`): name -> (io, gso).
+UDP_CONFIGS = {
+    "sluice-uring": ("uring", True),
+    "sluice-epoll": ("epoll", True),
+    "sluice-uring-nogso": ("uring", False),
+    "sluice-epoll-nogso": ("epoll", False),
+}
+
+
+class UdpSluice(PinnedServer):
+    """sluice with one worker on one core, RTMP for the publisher, its viewers on UDP; `io` is
+    its data plane, `gso` False turns UDP GSO off. Binaries from `bin_dir`."""
+
+    bin_dir = RELEASE
+
+    def __init__(self, name, io, gso):
+        super().__init__(name)
+        self.io, self.gso = io, gso
+        self.port = None
+
+    def start_sluice(self, prefix, sections):
+        """Writes sluice.toml (RTMP on a free port, then the viewers' `sections`, no HLS) in a
+        new work directory named after `prefix`, and launches sluice with it; the RTMP port
+        answering means the worker (and its UDP socket) is up."""
+        self.make_workdir(prefix)
+        self.port = free_port()
+        conf = Path(self.workdir) / "sluice.toml"
+        conf.write_text(
+            f"workers = 1\nmax_connections = 100000\nudp_gso = {str(self.gso).lower()}\n"
+            f'[rtmp]\nlisten = "127.0.0.1:{self.port}"\n[log]\nlevel = "warn"\n'
+            f'[http_server]\nlisten = "127.0.0.1:{free_port()}"\n'
+            + sections +
+            # Fan-out alone: no HLS segmenting of the stream.
+            "[vhost.__defaultVhost__.hls]\nenabled = false\n"
+        )
+        self.launch([str(self.bin_dir / "sluice"), "-c", str(conf), "--io", self.io], self.port)
+
+
+def udp_servers(args, server_class):
+    """One `server_class` per configuration of UDP_CONFIGS that --servers names."""
+    servers = []
+    for name in filter(None, args.servers.split(",")):
+        if name not in UDP_CONFIGS:
+            sys.exit(f"unknown server {name!r}; known: {', '.join(UDP_CONFIGS)}")
+        io, gso = UDP_CONFIGS[name]
+        servers.append(server_class(name, io, gso))
+    return servers
+
+
+def add_udp_arguments(parser, start, max_viewers, resolution, ramp_rate):
+    """A UDP fan-out benchmark's options: --servers (of UDP_CONFIGS), the ramp's
+    (`add_ramp_arguments`) and --load-gso."""
+    parser.add_argument("--servers", default=",".join(UDP_CONFIGS),
+                        help=f"comma-separated, of: {', '.join(UDP_CONFIGS)}")
+    add_ramp_arguments(parser, start=start, max_viewers=max_viewers, resolution=resolution,
+                       ramp_rate=ramp_rate, ramp_help="new viewers per second")
+    parser.add_argument("--load-gso", default="on", choices=["on", "off"],
+                        help="GSO on the load tool's sockets")
+
+
+def run_udp_step(server, viewers, args, play):
+    """Starts `server`, runs one load step (sluice-load with --gso --load-gso and the
+    `play(server)` arguments), stops it; returns the load report with "server_gso" set."""
+    server.start()
+    try:
+        report = run_load(server, viewers, args, ["--gso", args.load_gso], play(server),
+                          server.bin_dir)
+        report["server_gso"] = server.gso
+        return report
+    finally:
+        server.stop()
+
+
+def udp_summary(reports, viewers, latency_note, columns, cells):
+    """Capacity per configuration (`viewers` names what was counted), then costs at the
+    largest N every configuration passed unsaturated: the cost columns (the latency's header
+    followed by `latency_note`), then the `columns` headers filled by `cells(report)`."""
+    best = best_per_server(reports)
+    lines = capacity_table(best, viewers)
+    passing = passing_by_server(reports)
+    n = comparison_load(best, passing)
+    if n is None:
+        return "\n".join(lines)
+    lines += ["", f"At {n} viewers (the largest load every configuration passed using at most "
+                  f"{UNSATURATED:.0%} of its core):", "",
+              f"| server | server CPU | core-s per Gbit | RSS/viewer | latency p50 / p99"
+              f"{latency_note} | {' | '.join(columns)} |",
+              "|---|" + "---|" * (4 + len(columns))]
+    for name in best:
+        lines.append(f"| {name} | {cost_cells(passing[name][n])} | "
+                     f"{' | '.join(cells(passing[name][n]))} |")
+    return "\n".join(lines)
+
+
+def udp_header(machine, args, over, published=""):
+    """The summary's header of a UDP fan-out benchmark: `run_header`, over what, the cores and
+    the load tool's options, then `published` (", ..."), and the command."""
+    return (f"{run_header(machine, args)} over {over}; server on core {SERVER_CORE}, load tool "
+            f"on core {LOAD_CORE} (--io {args.load_io}, --gso {args.load_gso}){published}. GSO "
+            f"off on the server = `udp_gso = false`.\nCommand: `{machine['command']}`\n")

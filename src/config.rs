@@ -81,6 +81,7 @@ pub struct Config {
     pub http_server: HttpServerConfig,
     pub http_api: HttpApiConfig,
     pub srt_server: SrtServerConfig,
+    pub rtc_server: RtcServerConfig,
     /// Virtual hosts by name; `__defaultVhost__` always exists.
     pub vhost: BTreeMap<String, VhostConfig>,
 }
@@ -98,6 +99,7 @@ impl Default for Config {
             http_server: HttpServerConfig::default(),
             http_api: HttpApiConfig::default(),
             srt_server: SrtServerConfig::default(),
+            rtc_server: RtcServerConfig::default(),
             vhost: BTreeMap::new(),
         }
     }
@@ -197,6 +199,45 @@ impl Default for HttpApiConfig {
             listen: "0.0.0.0:1985".into(),
             cors_origin: "*".into(),
             auth: ApiAuthConfig::default(),
+        }
+    }
+}
+
+/// WebRTC (SRS `rtc_server`): media of every WHIP publisher and WHEP player on one UDP port,
+/// signalling on the HTTP API port (`/rtc/v1/...`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcServerConfig {
+    pub enabled: bool,
+    /// UDP address every worker binds (`SO_REUSEPORT`).
+    pub listen: String,
+    /// The address(es) offered to clients as ICE host candidates, with the port of `listen`:
+    /// IPs separated by commas or spaces; `*` for every address of this host's interfaces
+    /// (loopback too when there is no other); `$NAME` for the environment variable NAME
+    /// (SRS's `$CANDIDATE`). A request's `?eip=IP[:port]` overrides it, as in SRS.
+    pub candidate: String,
+    /// RTMP/SRT streams play over WebRTC (AAC audio transcoded to Opus when built with the
+    /// `transcode` feature).
+    pub rtmp_to_rtc: bool,
+    /// WebRTC publishes play over RTMP/FLV/HLS (Opus transcoded to AAC with `transcode`).
+    pub rtc_to_rtmp: bool,
+    /// How often a WebRTC publisher is asked for a keyframe (PLI), so RTMP/HLS viewers get one
+    /// at least this often (ms; SRS `pli_for_rtmp`, 6 s). 0: only when a viewer asks.
+    pub pli_interval_ms: u64,
+    /// A session whose ICE does not connect within this after the offer is dropped (ms).
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RtcServerConfig {
+    fn default() -> Self {
+        RtcServerConfig {
+            enabled: true,
+            listen: "0.0.0.0:8000".into(),
+            candidate: "*".into(),
+            rtmp_to_rtc: true,
+            rtc_to_rtmp: true,
+            pli_interval_ms: 6000,
+            connect_timeout_ms: 15_000,
         }
     }
 }
@@ -569,6 +610,21 @@ impl Config {
                 format!("not an address:port: {e}"),
             ));
         }
+        if let Err(e) = self.rtc_server.listen.parse::<SocketAddr>() {
+            return Err((
+                "rtc_server.listen".into(),
+                format!("not an address:port: {e}"),
+            ));
+        }
+        if let Err(e) = crate::rtc::candidates::parse_spec(&self.rtc_server.candidate) {
+            return Err(("rtc_server.candidate".into(), e.to_string()));
+        }
+        if self.rtc_server.connect_timeout_ms < 1000 {
+            return Err((
+                "rtc_server.connect_timeout_ms".into(),
+                "must be at least 1000".into(),
+            ));
+        }
         let srt = &self.srt_server;
         if !srt.passphrase.is_empty() && !(10..=79).contains(&srt.passphrase.len()) {
             return Err((
@@ -760,6 +816,13 @@ impl Config {
         self.srt_server
             .enabled
             .then(|| self.srt_server.listen.parse().expect("validated at load"))
+    }
+
+    /// The WebRTC listen address, if WebRTC is enabled (validated at load).
+    pub fn rtc_listen(&self) -> Option<SocketAddr> {
+        self.rtc_server
+            .enabled
+            .then(|| self.rtc_server.listen.parse().expect("validated at load"))
     }
 
     /// The settings for a vhost name, falling back to the default vhost like SRS. Returns the

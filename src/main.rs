@@ -8,9 +8,11 @@ mod hls;
 mod hub;
 mod remux;
 mod request;
+mod rtc;
 mod security;
 mod session;
 mod static_files;
+mod transcode;
 mod worker;
 
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use clap::Parser;
 use sluice_ring::{Backend, Driver, DriverConfig};
 
 use config::{Config, IoChoice, LogFormat};
-use worker::{Shared, Worker, WorkerLink};
+use worker::{Listeners, Shared, Worker, WorkerLink};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,6 +69,8 @@ fn main() -> ExitCode {
         config.workers = workers;
     }
     init_logging(&config);
+    // WebRTC's DTLS and SRTP use aws-lc through str0m: chosen once for the process.
+    str0m::crypto::from_feature_flags().install_process_default();
     match run(config, &cli.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -120,6 +124,7 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
     let listen = config.rtmp_listen();
     let http_listen = config.http_listen();
     let srt_listen = config.srt_listen();
+    let rtc_listen = config.rtc_listen();
     let udp_gso = config.udp_gso && std::env::var("SLUICE_UDP_GSO").map_or(true, |v| v != "0");
 
     // Each worker creates its driver and listener on its own thread (io_uring rings are
@@ -139,8 +144,15 @@ fn run(config: Config, path: &std::path::Path) -> Result<(), String> {
                         let rtmp = driver.listen(listen)?;
                         let http = http_listen.map(|addr| driver.listen(addr)).transpose()?;
                         let srt = srt_listen.map(|addr| driver.bind_udp(addr)).transpose()?;
+                        let rtc = rtc_listen.map(|addr| driver.bind_udp(addr)).transpose()?;
                         driver.set_udp_gso(udp_gso && driver.udp_gso());
-                        Ok((driver, (rtmp, http, srt)))
+                        let listeners = Listeners {
+                            rtmp,
+                            http,
+                            srt,
+                            rtc,
+                        };
+                        Ok((driver, listeners))
                     });
                 let (driver, listeners) = match setup {
                     Ok(ok) => ok,

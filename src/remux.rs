@@ -48,7 +48,7 @@ impl TsRemuxer {
         match kind {
             FrameKind::Video => self.video(timestamp, payload),
             FrameKind::Audio => self.audio(timestamp, payload),
-            FrameKind::Metadata => None,
+            FrameKind::Metadata | FrameKind::Opus => None,
         }
     }
 

@@ -15,7 +15,10 @@ use crate::control::views::{ClientView, WorkerCounters};
 use crate::control::{CounterCells, HookJob, Identity, Verdict};
 use crate::hub::local::LocalStream;
 use crate::hub::{Hub, Stream};
+use crate::rtc::Claim;
 use crate::session::http::HttpSession;
+use crate::session::rtc::RtcSession;
+use crate::session::rtc_listener::{Route, RtcListener};
 use crate::session::rtmp::RtmpSession;
 use crate::session::srt::SrtSession;
 use crate::session::srt_listener::{Handshake, SrtListener};
@@ -36,6 +39,11 @@ pub enum WorkerMsg {
     Kick(String),
     /// A hook's verdict for a session waiting on this worker.
     HookVerdict(Verdict),
+    /// A WebRTC datagram that reached another worker for a session that runs here.
+    RtcDatagram {
+        peer: SocketAddr,
+        data: bytes::Bytes,
+    },
     /// HLS requests parked on this worker (connection, client serial) may be answerable now.
     HlsReady(Vec<(ConnId, u64)>),
     /// Stop accepting, close every connection, exit.
@@ -77,6 +85,8 @@ pub struct Shared {
     pub hub: Hub,
     /// HLS/DASH packaging state of every stream, and the paths that reach it.
     pub hls: crate::hls::HlsRegistry,
+    /// WebRTC sessions: answered and waiting for their media, or running on a worker.
+    pub rtc: crate::rtc::RtcRegistry,
     pub links: Vec<WorkerLink>,
     /// This server's identity in API replies and hook bodies.
     pub identity: Identity,
@@ -105,6 +115,7 @@ impl Shared {
             backend,
             hub: Hub::new(links.len()),
             hls: crate::hls::HlsRegistry::default(),
+            rtc: crate::rtc::RtcRegistry::default(),
             identity: Identity::new(),
             hooks,
             counters: (0..links.len()).map(|_| Mutex::default()).collect(),
@@ -159,6 +170,14 @@ impl Shared {
     }
 }
 
+/// What a worker's driver listens on: RTMP, and HTTP, SRT and WebRTC when enabled.
+pub struct Listeners {
+    pub rtmp: ListenerId,
+    pub http: Option<ListenerId>,
+    pub srt: Option<UdpId>,
+    pub rtc: Option<UdpId>,
+}
+
 pub struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
@@ -167,7 +186,9 @@ pub struct Worker {
     http_listener: Option<ListenerId>,
     /// The SRT socket, its peers and handshakes (when SRT is enabled).
     srt: Option<SrtListener>,
-    /// Wake-ups sessions asked for (SRT timers).
+    /// The WebRTC socket and its peers (when WebRTC is enabled).
+    rtc: Option<RtcListener>,
+    /// Wake-ups sessions asked for (SRT and WebRTC timers).
     timers: Timers,
     sessions: Vec<Option<Session>>,
     pub locals: HashMap<u64, LocalStream>,
@@ -187,24 +208,20 @@ pub struct Worker {
 impl Worker {
     /// A worker around a driver already listening (RTMP, and HTTP and SRT when enabled); run
     /// it on the driver's thread.
-    pub fn new(
-        id: usize,
-        driver: Driver,
-        listeners: (ListenerId, Option<ListenerId>, Option<UdpId>),
-        shared: Arc<Shared>,
-    ) -> Worker {
-        let srt = listeners.2.and_then(|sock| {
+    pub fn new(id: usize, driver: Driver, listeners: Listeners, shared: Arc<Shared>) -> Worker {
+        let srt = listeners.srt.and_then(|sock| {
             let local = driver.udp_local_addr(sock).ok()?;
             Some(SrtListener::new(sock, local, &shared.config))
         });
         Worker {
             srt,
+            rtc: listeners.rtc.map(RtcListener::new),
             timers: Timers::new(),
             id,
             shared,
             driver,
-            rtmp_listener: listeners.0,
-            http_listener: listeners.1,
+            rtmp_listener: listeners.rtmp,
+            http_listener: listeners.http,
             sessions: Vec::new(),
             locals: HashMap::new(),
             wake: Vec::new(),
@@ -310,6 +327,28 @@ impl Worker {
             }
             Event::Closed { conn, reason } => self.closed(conn, reason, now),
             Event::Datagrams {
+                sock,
+                peer,
+                buf,
+                segment_size,
+            } if self.rtc.as_ref().is_some_and(|r| r.sock == sock) => {
+                let data = self.driver.recv_data(&buf);
+                let size = if segment_size == 0 {
+                    data.len().max(1)
+                } else {
+                    segment_size
+                };
+                // Copied out of the driver's buffer only when it must outlive it (forwarded).
+                let datagrams: Vec<bytes::Bytes> = data
+                    .chunks(size)
+                    .map(bytes::Bytes::copy_from_slice)
+                    .collect();
+                self.driver.release(buf);
+                for datagram in datagrams {
+                    self.rtc_datagram(peer, &datagram, now);
+                }
+            }
+            Event::Datagrams {
                 sock: _,
                 peer,
                 buf,
@@ -344,6 +383,9 @@ impl Worker {
                         WorkerMsg::Kick(id) => self.kick(&id, now),
                         WorkerMsg::HookVerdict(verdict) => self.verdict(verdict, now),
                         WorkerMsg::HlsReady(conns) => self.hls_ready(&conns, now),
+                        WorkerMsg::RtcDatagram { peer, data } => {
+                            self.rtc_datagram(peer, &data, now)
+                        }
                     }
                 }
                 self.inbox = inbox;
@@ -403,11 +445,16 @@ impl Worker {
                 Session::Rtmp(_) => self.counters.rtmp_connections -= 1,
                 Session::Http(_) => self.counters.http_connections -= 1,
                 Session::Srt(_) => self.counters.srt_connections -= 1,
+                Session::Rtc(_) => self.counters.rtc_connections -= 1,
             }
             let peer = session.client().peer;
             if let Session::Srt(_) = session {
                 if let Some(srt) = &mut self.srt {
                     srt.forget(&peer, conn);
+                }
+            } else if let Session::Rtc(_) = session {
+                if let Some(rtc) = &mut self.rtc {
+                    rtc.forget(conn);
                 }
             } else {
                 self.shared.release_ip(peer.ip());
@@ -445,6 +492,75 @@ impl Worker {
         self.put_session(conn, Some(Session::Srt(Box::new(session))));
     }
 
+    /// A WebRTC datagram: to its session, or — a STUN request naming a session answered by
+    /// signalling — the start of a session on this worker.
+    fn rtc_datagram(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) {
+        let Some(rtc) = &mut self.rtc else { return };
+        if let Some(conn) = rtc.flow(&peer) {
+            let mut session = self.take_session(conn);
+            if let Some(Session::Rtc(s)) = &mut session
+                && !s.handle_datagram(peer, datagram, &mut self.ctx(conn, now))
+            {
+                if let Some(rtc) = &mut self.rtc {
+                    rtc.dropped += 1;
+                }
+            }
+            self.put_session(conn, session);
+            return;
+        }
+        let ufrag = match rtc.route(&peer, datagram) {
+            Route::Drop => {
+                rtc.dropped += 1;
+                return;
+            }
+            Route::Forward(worker) => {
+                self.forward_rtc(worker, peer, datagram);
+                return;
+            }
+            Route::Stun { ufrag } => ufrag.to_string(),
+        };
+        if let Some(conn) = rtc.session(&ufrag) {
+            // A second address of a peer whose session runs here.
+            rtc.add_peer(peer, conn);
+            self.rtc_datagram(peer, datagram, now);
+            return;
+        }
+        let pending = match self.shared.rtc.claim(&ufrag, self.id) {
+            Claim::New(pending) => pending,
+            Claim::Owner(worker) if worker != self.id => {
+                rtc.forward_peer(peer, worker);
+                self.forward_rtc(worker, peer, datagram);
+                return;
+            }
+            Claim::Owner(_) | Claim::Unknown => {
+                rtc.dropped += 1;
+                return;
+            }
+        };
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        let conn = self.driver.open_flow(rtc.sock, peer);
+        rtc.add_session(&ufrag, peer, conn);
+        let sock = rtc.sock;
+        self.shared.connections.fetch_add(1, Ordering::SeqCst);
+        self.counters.rtc_connections += 1;
+        let client = ClientInfo::new(pending.serial, conn, peer, now);
+        let mut session = RtcSession::new(client, *pending, sock);
+        session.start(&mut self.ctx(conn, now));
+        session.handle_datagram(peer, datagram, &mut self.ctx(conn, now));
+        self.put_session(conn, Some(Session::Rtc(Box::new(session))));
+    }
+
+    fn forward_rtc(&self, worker: usize, peer: SocketAddr, datagram: &[u8]) {
+        if let Some(link) = self.shared.links.get(worker) {
+            link.post(WorkerMsg::RtcDatagram {
+                peer,
+                data: bytes::Bytes::copy_from_slice(datagram),
+            });
+        }
+    }
+
     /// Calls back the sessions whose wake-up is due.
     fn run_timers(&mut self, now: Instant) {
         while let Some(std::cmp::Reverse((at, conn))) = self.timers.peek().copied() {
@@ -453,8 +569,10 @@ impl Worker {
             }
             self.timers.pop();
             let mut session = self.take_session(conn);
-            if let Some(Session::Srt(s)) = &mut session {
-                s.on_timer(&mut self.ctx(conn, now));
+            match &mut session {
+                Some(Session::Srt(s)) => s.on_timer(&mut self.ctx(conn, now)),
+                Some(Session::Rtc(s)) => s.on_timer(&mut self.ctx(conn, now)),
+                _ => {}
             }
             self.put_session(conn, session);
         }
@@ -539,6 +657,15 @@ impl Worker {
                 || now >= local.last_flush + Duration::from_millis(vhost.play.mw_latency_ms);
             if due {
                 self.flush_stream(*stream_id, now);
+            } else if !local.realtime.is_empty() {
+                let realtime = local.realtime.clone();
+                for conn in realtime {
+                    let mut session = self.take_session(conn);
+                    if let Some(session) = &mut session {
+                        session.write_pending(&mut self.ctx(conn, now));
+                    }
+                    self.put_session(conn, session);
+                }
             }
         }
         let mut dirty = dirty;
@@ -613,7 +740,19 @@ impl Worker {
             srt.expire(now);
             self.counters.srt_dropped_datagrams = srt.dropped;
         }
+        if let Some(rtc) = &self.rtc {
+            self.counters.rtc_dropped_datagrams = rtc.dropped;
+        }
         if self.id == 0 {
+            let ttl = Duration::from_millis(self.shared.config.rtc_server.connect_timeout_ms);
+            for expired in self.shared.rtc.expire(now, ttl) {
+                tracing::warn!(
+                    ip = %expired.client_ip,
+                    stream = %expired.request.path(),
+                    session = %expired.session_id,
+                    "rtc session never connected; dropped (connect_timeout)"
+                );
+            }
             self.shared.hls.dispose_expired(now);
             self.expire_hls_viewers(now);
         }
@@ -694,6 +833,7 @@ impl Worker {
                     timeout: Duration::from_millis(hooks.timeout_ms),
                     body,
                     verdict: None,
+                    reply: None,
                 };
                 let _ = self.shared.hooks.send(job);
             }

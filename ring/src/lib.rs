@@ -156,6 +156,13 @@ pub struct ConnId {
 }
 
 impl ConnId {
+    /// An id no connection of any driver has: for clients known before (or without) a
+    /// connection of their own, such as a WebRTC session being signalled.
+    pub const NONE: ConnId = ConnId {
+        index: u32::MAX,
+        generation: u32::MAX,
+    };
+
     /// A dense small integer, unique among live connections of one driver: callers can index
     /// their own tables with it.
     pub fn index(self) -> usize {

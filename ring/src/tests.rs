@@ -1500,3 +1500,33 @@ fn dropping_a_driver_with_udp_in_flight_is_prompt() {
         );
     }
 }
+
+#[test]
+fn outbound_connect_gets_what_the_peer_wrote_before_it_closed() {
+    for backend in backends() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            sock.write_all(&[7u8; 3000]).unwrap();
+            // Closed at once: the FIN follows the data.
+        });
+        let mut client = Driver::new(backend, &DriverConfig::default()).unwrap();
+        let conn = client.connect(addr).unwrap();
+        let mut got = 0;
+        let mut closed = None;
+        drive_until(&mut client, |driver, event| {
+            match event {
+                Event::Received { conn: c, buf } if c == conn => {
+                    got += driver.recv_data(&buf).len();
+                    driver.release(buf);
+                }
+                Event::Closed { conn: c, reason } if c == conn => closed = Some(reason),
+                _ => {}
+            }
+            closed.is_some()
+        });
+        peer.join().unwrap();
+        assert_eq!(got, 3000, "{backend}: bytes before {closed:?}");
+    }
+}

@@ -1359,15 +1359,33 @@ impl UringDriver {
             let event = self.ready.pop_front()?;
             match event {
                 Event::Received { conn, buf } => {
-                    if matches!(self.conns.tcp(conn), Some(c) if c.state == State::Open) {
+                    if self.wants_data(conn) {
                         return Some(Event::Received { conn, buf });
                     }
-                    // Closed since the data arrived: nobody wants it.
+                    // Closed by the caller since the data arrived: nobody wants it.
                     self.buffers.give(buf.id);
                 }
                 Event::Drained { conn } if self.conns.get(conn).is_none() => {}
                 other => return Some(other),
             }
+        }
+    }
+
+    /// Whether data received for `conn` is still to be handed over: while it is open, and
+    /// after the peer closed it or it failed — what the peer sent before its FIN is the
+    /// caller's to read (a peer that writes and closes at once had its data dropped when the
+    /// FIN's completion came in the same batch). Not once the caller closed it.
+    fn wants_data(&self, conn: ConnId) -> bool {
+        match self.conns.tcp(conn) {
+            Some(c) => match c.state {
+                State::Open => true,
+                State::Closing(reason) => reason != CloseReason::Local,
+                _ => false,
+            },
+            // Gone already: its `Closed` is still queued behind this data and says who closed it.
+            None => self.ready.iter().any(|e| {
+                matches!(e, Event::Closed { conn: c, reason } if *c == conn && *reason != CloseReason::Local)
+            }),
         }
     }
 

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,7 +35,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 
 use super::views::{self, AudioView, ClientView, Snapshot, StreamView, VideoView};
-use super::{ControlPlane, metrics};
+use super::{ControlPlane, metrics, rtc_api};
 use crate::config::{ApiAuthConfig, DEFAULT_VHOST};
 use system::SummaryData;
 
@@ -88,7 +89,7 @@ pub async fn serve(listener: tokio::net::TcpListener, plane: Arc<ControlPlane>) 
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let api = api.clone();
-                async move { Ok::<_, Infallible>(api.handle(request).await) }
+                async move { Ok::<_, Infallible>(api.handle(request, peer).await) }
             });
             let result = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -196,7 +197,10 @@ struct Nothing {}
 // Requests
 
 impl Api {
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if request.method() != Method::OPTIONS && rtc_api::is_rtc_path(request.uri().path()) {
+            return self.rtc(request, peer).await;
+        }
         let query = Query::parse(request.uri().query().unwrap_or(""));
         let callback = query.get("callback").filter(|c| !c.is_empty());
         let config = &self.plane.shared.config.http_api;
@@ -225,6 +229,61 @@ impl Api {
             "http_api request"
         );
         self.respond(reply, jsonp, request.headers())
+    }
+
+    /// WebRTC signalling (`super::rtc_api`): the body is read here, bounded.
+    async fn rtc(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let (head, body) = request.into_parts();
+        let limited = http_body_util::Limited::new(body, crate::rtc::MAX_OFFER + 1);
+        let body = match limited.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                let reply = Reply {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    body: Body::Text {
+                        content_type: "text/plain; charset=utf-8",
+                        text: format!("cannot read the request body: {e}\n"),
+                    },
+                    headers: Vec::new(),
+                };
+                return self.respond(reply, None, &head.headers);
+            }
+        };
+        let query = Query::parse(head.uri.query().unwrap_or(""));
+        let host = head
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host))
+            .unwrap_or("localhost")
+            .to_string();
+        let reply = rtc_api::handle(
+            &self.plane,
+            rtc_api::RtcRequest {
+                method: &head.method,
+                path: head.uri.path(),
+                query: &query.0,
+                host: &host,
+                body: &body,
+                peer,
+            },
+        )
+        .await;
+        tracing::debug!(method = %head.method, uri = %head.uri, status = reply.status.as_u16(), "http_api request");
+        let mut headers = Vec::new();
+        if let Some(location) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            headers.push((header::LOCATION, location));
+        }
+        let reply = Reply {
+            status: reply.status,
+            body: Body::Text {
+                content_type: reply.content_type,
+                text: reply.body,
+            },
+            headers,
+        };
+        self.respond(reply, None, &head.headers)
     }
 
     async fn route(&self, method: &Method, path: &str, query: &Query) -> Reply {
@@ -331,7 +390,7 @@ impl Api {
         }
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, HEAD, DELETE, OPTIONS"),
+            HeaderValue::from_static("GET, HEAD, POST, PATCH, DELETE, OPTIONS"),
         );
         // `*` does not cover Authorization, so name what the client asked for.
         let allow_headers = request_headers
@@ -346,7 +405,7 @@ impl Api {
         headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Server, Content-Length, Content-Type"),
+            HeaderValue::from_static("Server, Content-Length, Content-Type, Location"),
         );
         headers.insert(
             header::ACCESS_CONTROL_MAX_AGE,

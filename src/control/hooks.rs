@@ -103,7 +103,7 @@ pub async fn run(mut jobs: UnboundedReceiver<HookJob>, plane: Arc<ControlPlane>)
         slots: Mutex::new(HashMap::new()),
         lanes: Mutex::new(Lanes::default()),
     });
-    while let Some(job) = jobs.recv().await {
+    while let Some(mut job) = jobs.recv().await {
         let client_id = job
             .body
             .get("client_id")
@@ -113,7 +113,7 @@ pub async fn run(mut jobs: UnboundedReceiver<HookJob>, plane: Arc<ControlPlane>)
         if runner.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
             runner.pending.fetch_sub(1, Ordering::SeqCst);
             let reason = format!("over {MAX_PENDING} hook calls pending");
-            finish(&plane, &job, &client_id, Err(reason));
+            finish(&plane, &mut job, &client_id, Err(reason));
             continue;
         }
         let (previous, lane) = runner.join_lane(&client_id);
@@ -125,7 +125,7 @@ pub async fn run(mut jobs: UnboundedReceiver<HookJob>, plane: Arc<ControlPlane>)
                 let _ = previous.await;
             }
             let result = runner.call(&job, &client_id).await;
-            finish(&plane, &job, &client_id, result);
+            finish(&plane, &mut job, &client_id, result);
             runner.leave_lane(&client_id, lane);
             runner.pending.fetch_sub(1, Ordering::SeqCst);
         });
@@ -133,8 +133,18 @@ pub async fn run(mut jobs: UnboundedReceiver<HookJob>, plane: Arc<ControlPlane>)
 }
 
 /// Logs a job's outcome and hands a deciding hook's verdict to the waiting session.
-fn finish(plane: &ControlPlane, job: &HookJob, client_id: &str, result: Result<(), String>) {
+fn finish(plane: &ControlPlane, job: &mut HookJob, client_id: &str, result: Result<(), String>) {
     let hook = job.hook.name();
+    if let Some(reply) = job.reply.take() {
+        match &result {
+            Ok(()) => tracing::info!(hook, client = %client_id, "hook allowed"),
+            Err(reason) => {
+                tracing::warn!(hook, client = %client_id, reason = %reason, "hook refused")
+            }
+        }
+        let _ = reply.send(result);
+        return;
+    }
     match (&job.verdict, &result) {
         (Some(_), Ok(())) => tracing::info!(hook, client = %client_id, "hook allowed"),
         (Some(_), Err(reason)) => {

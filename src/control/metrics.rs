@@ -92,6 +92,7 @@ pub fn render(counters: &[WorkerCounters], snapshot: &Snapshot, backend: &str) -
                 ("rtmp", sum(|c| c.rtmp_connections)),
                 ("http", sum(|c| c.http_connections)),
                 ("srt", sum(|c| c.srt_connections)),
+                ("rtc", sum(|c| c.rtc_connections)),
             ],
         ),
     );
@@ -153,6 +154,11 @@ pub fn render(counters: &[WorkerCounters], snapshot: &Snapshot, backend: &str) -
         "sluice_srt_dropped_datagrams",
         "Datagrams on the SRT port that were not SRT or belonged to no connection",
         counter(sum(|c| c.srt_dropped_datagrams)),
+    );
+    registry.register(
+        "sluice_rtc_dropped_datagrams",
+        "Datagrams on the WebRTC port that belonged to no session or were not WebRTC",
+        counter(sum(|c| c.rtc_dropped_datagrams)),
     );
     registry.register(
         "sluice_connections_refused",

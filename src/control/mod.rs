@@ -11,6 +11,7 @@
 pub mod api;
 pub mod hooks;
 pub mod metrics;
+pub mod rtc_api;
 pub mod views;
 
 use std::sync::{Arc, Mutex};
@@ -77,6 +78,8 @@ pub struct HookJob {
     pub body: serde_json::Value,
     /// For deciding hooks: who waits for the verdict.
     pub verdict: Option<VerdictTarget>,
+    /// For hooks asked by signalling (WebRTC): where the verdict goes instead.
+    pub reply: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 /// A hook's outcome, delivered to the waiting session.

@@ -87,6 +87,9 @@ pub struct WorkerCounters {
     pub srt_connections: u64,
     /// Datagrams on the SRT port that were not SRT or belonged to no connection.
     pub srt_dropped_datagrams: u64,
+    pub rtc_connections: u64,
+    /// Datagrams on the WebRTC port that belonged to no session (or were not WebRTC).
+    pub rtc_dropped_datagrams: u64,
     /// Times a viewer fell so far behind it skipped to a newer keyframe.
     pub viewer_skips: u64,
     pub viewer_skipped_frames: u64,

@@ -58,6 +58,8 @@ impl FlvFraming {
             FrameKind::Audio => TagType::Audio,
             FrameKind::Video => TagType::Video,
             FrameKind::Metadata => TagType::Script,
+            // WebRTC viewers only.
+            FrameKind::Opus => return None,
         };
         let data_size = frame.payload.len();
         // Larger than FLV can describe: never from RTMP, whose lengths are 24-bit too.

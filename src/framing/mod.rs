@@ -13,7 +13,7 @@ pub mod ts;
 
 use sluice_ring::{ConnId, Driver};
 
-use crate::hub::Frame;
+use crate::hub::{Frame, FrameKind};
 
 /// A viewer's output format and its per-connection state.
 pub enum Framing {
@@ -21,6 +21,9 @@ pub enum Framing {
     Flv(flv::FlvFraming),
     Ts(ts::TsFraming),
     Audio(audio::AudioFraming),
+    /// No byte framing: the player's output takes the frames as they are (WebRTC packetizes
+    /// them into RTP itself).
+    Frames,
 }
 
 impl Framing {
@@ -33,6 +36,10 @@ impl Framing {
         frame: &Frame,
         timestamp: u32,
     ) -> usize {
+        if frame.kind == FrameKind::Opus || matches!(self, Framing::Frames) {
+            // Opus is for WebRTC viewers only; every format here carries the stream's AAC.
+            return 0;
+        }
         if let Framing::Rtmp(f) = self {
             return f.write(driver, conn, frame, timestamp);
         }
@@ -49,7 +56,7 @@ impl Framing {
     /// RTMP (see [`Framing::write`]) and when the format carries nothing for the frame.
     pub fn frame(&mut self, frame: &Frame, timestamp: u32) -> Option<(Head, bytes::Bytes)> {
         match self {
-            Framing::Rtmp(_) => None,
+            Framing::Rtmp(_) | Framing::Frames => None,
             Framing::Flv(f) => f.frame(frame, timestamp),
             Framing::Ts(f) => f.frame(frame),
             Framing::Audio(f) => f.frame(frame),
@@ -60,7 +67,7 @@ impl Framing {
     /// close); nothing for RTMP.
     pub fn end(&mut self) -> Vec<u8> {
         match self {
-            Framing::Rtmp(_) => Vec::new(),
+            Framing::Rtmp(_) | Framing::Frames => Vec::new(),
             Framing::Flv(f) => f.end(),
             Framing::Ts(f) => f.end(),
             Framing::Audio(f) => f.end(),

@@ -43,7 +43,8 @@ const TYPE_DATA_AMF0: u8 = 18;
 
 fn csid_and_type(kind: FrameKind) -> (u32, u8) {
     match kind {
-        FrameKind::Audio => (CSID_AUDIO, TYPE_AUDIO),
+        // Opus frames never go out over RTMP (`Framing::write` skips them).
+        FrameKind::Audio | FrameKind::Opus => (CSID_AUDIO, TYPE_AUDIO),
         FrameKind::Video => (CSID_VIDEO, TYPE_VIDEO),
         FrameKind::Metadata => (CSID_DATA, TYPE_DATA_AMF0),
     }

@@ -183,7 +183,7 @@ impl Packager {
     /// Takes the next frame of the stream. Returns connections to wake (parked requests).
     pub fn push(&mut self, frame: &Frame) -> Vec<Waiter> {
         match frame.kind {
-            FrameKind::Metadata => Vec::new(),
+            FrameKind::Metadata | FrameKind::Opus => Vec::new(),
             FrameKind::Video if frame.sequence_header => self.video_header(frame),
             FrameKind::Audio if frame.sequence_header => self.audio_header(frame),
             FrameKind::Video => self.video_frame(frame),

@@ -13,6 +13,10 @@ pub enum FrameKind {
     Video,
     /// `onMetaData` (with `@setDataFrame` already stripped).
     Metadata,
+    /// One Opus packet (48 kHz), for WebRTC viewers only: a WebRTC publisher's own audio, or
+    /// the stream's AAC transcoded once by its publisher. Every other output skips it; they
+    /// get the stream's `Audio` frames.
+    Opus,
 }
 
 #[derive(Debug)]
@@ -45,7 +49,7 @@ impl Frame {
                 (tag.keyframe && !tag.info_frame, tag.sequence_header)
             }
             FrameKind::Audio => (false, AudioTag::parse(&payload)?.sequence_header),
-            FrameKind::Metadata => (false, false),
+            FrameKind::Metadata | FrameKind::Opus => (false, false),
         };
         let rtmp_body = rtmp_wire::shared_body(kind, &payload, chunk_size);
         Some(Frame {

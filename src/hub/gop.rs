@@ -49,7 +49,7 @@ impl GopCache {
                     return;
                 }
             }
-            FrameKind::Audio => {
+            FrameKind::Audio | FrameKind::Opus => {
                 if self.has_video && !self.started {
                     return;
                 }

@@ -17,6 +17,9 @@ pub struct LocalStream {
     base: u64,
     /// Local viewers' connections.
     pub viewers: Vec<ConnId>,
+    /// The viewers among them that take every frame at once, outside merged writes (WebRTC:
+    /// RTP has no use for batching frames, and it would add `mw_latency_ms` to the latency).
+    pub realtime: Vec<ConnId>,
     /// Merged writes: when the stream's viewers were last written to, and how many frames
     /// arrived since.
     pub last_flush: Instant,
@@ -30,6 +33,7 @@ impl LocalStream {
             frames: VecDeque::new(),
             base: start,
             viewers: Vec::new(),
+            realtime: Vec::new(),
             last_flush: now,
             unflushed: 0,
         }
@@ -129,7 +133,7 @@ impl Jitter {
         self.last_out = out;
         let track = match kind {
             FrameKind::Video => &mut self.last_video,
-            FrameKind::Audio => &mut self.last_audio,
+            FrameKind::Audio | FrameKind::Opus => &mut self.last_audio,
             FrameKind::Metadata => return out,
         };
         *track = (*track).max(out);

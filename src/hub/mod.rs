@@ -239,6 +239,12 @@ pub struct Stream {
     state: Mutex<StreamState>,
     /// An HTTP-TS viewer joined: the publisher muxes every frame to TS from now on.
     wants_ts: AtomicBool,
+    /// A WebRTC viewer joined: the publisher adds Opus frames (transcoded from its AAC when it
+    /// has no Opus of its own) from now on.
+    wants_opus: AtomicBool,
+    /// A viewer asked for a keyframe (a WebRTC viewer's PLI/FIR); the publisher passes the
+    /// request on if its protocol can (WebRTC).
+    keyframe_wanted: AtomicBool,
 }
 
 pub struct StreamState {
@@ -292,6 +298,8 @@ impl Stream {
                 workers: vec![WorkerInterest::default(); workers],
             }),
             wants_ts: AtomicBool::new(false),
+            wants_opus: AtomicBool::new(false),
+            keyframe_wanted: AtomicBool::new(false),
         }
     }
 
@@ -423,6 +431,26 @@ impl Stream {
 
     pub fn wants_ts(&self) -> bool {
         self.wants_ts.load(Ordering::Relaxed)
+    }
+
+    /// Asks the publisher for Opus frames (for WebRTC viewers), from its next audio frame.
+    pub fn want_opus(&self) {
+        self.wants_opus.store(true, Ordering::Relaxed);
+    }
+
+    pub fn wants_opus(&self) -> bool {
+        self.wants_opus.load(Ordering::Relaxed)
+    }
+
+    /// A viewer needs a keyframe now (it lost packets it could not recover).
+    pub fn request_keyframe(&self) {
+        self.keyframe_wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes a pending keyframe request (for the publisher).
+    pub fn take_keyframe_request(&self) -> bool {
+        self.keyframe_wanted.load(Ordering::Relaxed)
+            && self.keyframe_wanted.swap(false, Ordering::Relaxed)
     }
 
     /// The current video and audio sequence headers (to prime a remuxer started mid-stream).

@@ -5,6 +5,8 @@ pub mod http;
 pub mod outputs;
 pub mod player;
 pub mod publisher;
+pub mod rtc;
+pub mod rtc_listener;
 pub mod rtmp;
 pub mod srt;
 pub mod srt_listener;
@@ -28,6 +30,8 @@ pub enum Session {
     Http(Box<http::HttpSession>),
     /// SRT on a driver flow: its input is datagrams, routed by the worker's SRT listener.
     Srt(Box<srt::SrtSession>),
+    /// WebRTC on a driver flow: its datagrams are routed by the worker's WebRTC listener.
+    Rtc(Box<rtc::RtcSession>),
 }
 
 /// Wake-ups sessions asked for: (when, which connection), soonest first. Entries may be stale
@@ -46,6 +50,7 @@ impl Session {
             Session::Rtmp(s) => s.conn_hint(),
             Session::Http(s) => s.conn_hint(),
             Session::Srt(s) => s.conn_hint(),
+            Session::Rtc(s) => s.conn_hint(),
         }
     }
 
@@ -63,7 +68,7 @@ impl Session {
                 Input::Http
             }
             // Flows receive no stream bytes: datagrams reach SRT sessions through the worker.
-            Session::Srt(_) => Input::Http,
+            Session::Srt(_) | Session::Rtc(_) => Input::Http,
         }
     }
 
@@ -71,7 +76,7 @@ impl Session {
         match (self, input) {
             (Session::Rtmp(s), Input::Rtmp(result)) => s.after_input(result, ctx),
             (Session::Http(s), Input::Http) => s.after_input(ctx),
-            (Session::Srt(_), _) => {}
+            (Session::Srt(_) | Session::Rtc(_), _) => {}
             _ => unreachable!("input comes from the same session"),
         }
     }
@@ -81,6 +86,7 @@ impl Session {
             Session::Rtmp(s) => s.drained(ctx),
             Session::Http(s) => s.drained(ctx),
             Session::Srt(s) => s.drained(ctx),
+            Session::Rtc(s) => s.drained(ctx),
         }
     }
 
@@ -90,6 +96,7 @@ impl Session {
             Session::Rtmp(s) => s.write_pending(ctx),
             Session::Http(s) => s.write_pending(ctx),
             Session::Srt(s) => s.write_pending(ctx),
+            Session::Rtc(s) => s.write_pending(ctx),
         }
     }
 
@@ -98,6 +105,7 @@ impl Session {
             Session::Rtmp(s) => s.check_timeouts(ctx),
             Session::Http(s) => s.check_timeouts(ctx),
             Session::Srt(s) => s.check_timeouts(ctx),
+            Session::Rtc(s) => s.check_timeouts(ctx),
         }
     }
 
@@ -111,6 +119,7 @@ impl Session {
             }
             Session::Http(s) => s.end_stream(ctx, REASON),
             Session::Srt(s) => s.shut_down(ctx),
+            Session::Rtc(s) => s.shut_down(ctx),
         }
     }
 
@@ -119,6 +128,7 @@ impl Session {
             Session::Rtmp(s) => &s.client,
             Session::Http(s) => &s.client,
             Session::Srt(s) => &s.client,
+            Session::Rtc(s) => &s.client,
         }
     }
 
@@ -127,6 +137,7 @@ impl Session {
             Session::Rtmp(s) => &mut s.client,
             Session::Http(s) => &mut s.client,
             Session::Srt(s) => &mut s.client,
+            Session::Rtc(s) => &mut s.client,
         }
     }
 
@@ -136,6 +147,7 @@ impl Session {
             Session::Rtmp(s) => Some(s.view(now, worker)),
             Session::Http(s) => s.view(now, worker),
             Session::Srt(s) => Some(s.view(now, worker)),
+            Session::Rtc(s) => Some(s.view(now, worker)),
         }
     }
 
@@ -144,6 +156,7 @@ impl Session {
             Session::Rtmp(s) => s.kick(ctx),
             Session::Http(s) => s.kick(ctx),
             Session::Srt(s) => s.kick(ctx),
+            Session::Rtc(s) => s.kick(ctx),
         }
     }
 
@@ -152,6 +165,8 @@ impl Session {
             Session::Rtmp(s) => s.verdict(verdict, ctx),
             Session::Http(s) => s.verdict(verdict, ctx),
             Session::Srt(s) => s.verdict(verdict, ctx),
+            // Its hooks were asked during signalling.
+            Session::Rtc(_) => {}
         }
     }
 
@@ -160,6 +175,7 @@ impl Session {
             Session::Rtmp(s) => s.closed(reason, ctx),
             Session::Http(s) => s.closed(reason, ctx),
             Session::Srt(s) => s.closed(reason, ctx),
+            Session::Rtc(s) => s.closed(reason, ctx),
         }
     }
 }
@@ -204,6 +220,31 @@ impl ClientInfo {
             recv_bytes: self.bytes_in,
             send_kbps_30s: send_kbps,
             recv_kbps_30s: recv_kbps,
+        }
+    }
+}
+
+impl ClientInfo {
+    /// The API's view of a client that publishes or plays `request` (a stream of the hub when
+    /// `stream_id` is known), as protocol `kind` (`srt-play`, `rtc-publish`, ...).
+    pub fn stream_view(
+        &self,
+        (now, worker): (Instant, usize),
+        key: &StreamKey,
+        request: &StreamRequest,
+        (kind, publish): (&'static str, bool),
+        stream_id: Option<u64>,
+    ) -> crate::control::views::ClientView {
+        crate::control::views::ClientView {
+            vhost: key.vhost.clone(),
+            app: request.app.clone(),
+            stream: request.stream.clone(),
+            stream_id,
+            name: request.stream.clone(),
+            tc_url: request.tc_url.clone(),
+            kind,
+            publish,
+            ..self.view(now, worker)
         }
     }
 }
@@ -260,7 +301,7 @@ impl ClientInfo {
 
 /// An 8-character id from a serial number: distinct for distinct serials, not sequential to
 /// the eye (a bijective mix of the serial, in base 36).
-fn client_id(serial: u64) -> String {
+pub fn client_id(serial: u64) -> String {
     let mut x = serial.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     x ^= x >> 29;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -305,6 +346,108 @@ pub struct HookSubject<'a> {
     pub page_url: &'a str,
 }
 
+impl<'a> HookSubject<'a> {
+    /// A hook about a publish or play of `request` (filed under `key`); `on_close` carries no
+    /// stream.
+    pub fn stream(
+        hook: crate::control::Hook,
+        key: &'a StreamKey,
+        request: &'a StreamRequest,
+    ) -> HookSubject<'a> {
+        HookSubject {
+            vhost: &key.vhost,
+            app: &request.app,
+            stream: (hook != crate::control::Hook::OnClose).then_some((request, key)),
+            tc_url: &request.tc_url,
+            page_url: "",
+        }
+    }
+}
+
+/// What a publish or play session held of the hub when its connection closed.
+pub enum StreamRole {
+    Publisher(Box<publisher::Publishing>),
+    Player(Box<player::Player>),
+    /// It never got that far (refused, or not connected yet).
+    None,
+}
+
+/// The end of a session's publish or play: its leave callback (`on_unpublish` or `on_stop`),
+/// then the hub lets go (the publisher's outputs finish, the player leaves). `why` is for the
+/// log.
+pub fn end_stream_role(
+    ctx: &mut Ctx<'_>,
+    client: &ClientInfo,
+    (key, request): (&StreamKey, &StreamRequest),
+    role: StreamRole,
+    why: &str,
+) {
+    use crate::control::Hook;
+    let hooks = &ctx.shared.config.vhost(&key.vhost).1.http_hooks;
+    let hook = match role {
+        StreamRole::Publisher(_) => Some(Hook::OnUnpublish),
+        StreamRole::Player(_) => Some(Hook::OnStop),
+        StreamRole::None => None,
+    };
+    if let Some(hook) = hook
+        && !hooks.urls(hook).is_empty()
+    {
+        let body = ctx.hook_body(hook, client, HookSubject::stream(hook, key, request));
+        ctx.call_hook(hook, hooks, body, client.serial);
+    }
+    match role {
+        StreamRole::Publisher(p) => p.finish(ctx, client.serial, &client.id, why),
+        StreamRole::Player(p) => p.leave(ctx, &client.id),
+        StreamRole::None => {}
+    }
+}
+
+/// A callback's JSON body with the fields SRS 7 sends for `hook`
+/// (`shared/compat/srs/hooks.json`).
+pub fn hook_body(
+    shared: &Shared,
+    hook: crate::control::Hook,
+    client: &ClientInfo,
+    subject: HookSubject<'_>,
+) -> serde_json::Value {
+    use crate::control::Hook;
+    let identity = &shared.identity;
+    let mut body = serde_json::json!({
+        "server_id": identity.server_id,
+        "service_id": identity.service_id,
+        "action": hook.name(),
+        "client_id": client.id,
+        "ip": client.peer.ip().to_string(),
+        "vhost": subject.vhost,
+        "app": subject.app,
+    });
+    let Some(fields) = body.as_object_mut() else {
+        return body;
+    };
+    if hook == Hook::OnClose {
+        fields.insert("send_bytes".into(), client.bytes_out.into());
+        fields.insert("recv_bytes".into(), client.bytes_in.into());
+        return body;
+    }
+    fields.insert("tcUrl".into(), subject.tc_url.into());
+    let (name, param) = subject
+        .stream
+        .map_or(("", ""), |(r, _)| (r.stream.as_str(), r.param.as_str()));
+    fields.insert("stream".into(), name.into());
+    fields.insert("param".into(), param.into());
+    if matches!(hook, Hook::OnConnect | Hook::OnPlay) {
+        fields.insert("pageUrl".into(), subject.page_url.into());
+    }
+    if let Some((request, key)) = subject.stream
+        && hook != Hook::OnConnect
+    {
+        fields.insert("stream_url".into(), format!("/{}", request.path()).into());
+        let id = crate::control::views::stream_id(shared.hub.stream_id(key));
+        fields.insert("stream_id".into(), id.into());
+    }
+    body
+}
+
 impl Ctx<'_> {
     /// Asks the worker to call this connection's session back at `at` (SRT timers).
     pub fn wake_at(&mut self, at: Instant) {
@@ -319,42 +462,7 @@ impl Ctx<'_> {
         client: &ClientInfo,
         subject: HookSubject<'_>,
     ) -> serde_json::Value {
-        use crate::control::Hook;
-        let identity = &self.shared.identity;
-        let mut body = serde_json::json!({
-            "server_id": identity.server_id,
-            "service_id": identity.service_id,
-            "action": hook.name(),
-            "client_id": client.id,
-            "ip": client.peer.ip().to_string(),
-            "vhost": subject.vhost,
-            "app": subject.app,
-        });
-        let Some(fields) = body.as_object_mut() else {
-            return body;
-        };
-        if hook == Hook::OnClose {
-            fields.insert("send_bytes".into(), client.bytes_out.into());
-            fields.insert("recv_bytes".into(), client.bytes_in.into());
-            return body;
-        }
-        fields.insert("tcUrl".into(), subject.tc_url.into());
-        let (name, param) = subject
-            .stream
-            .map_or(("", ""), |(r, _)| (r.stream.as_str(), r.param.as_str()));
-        fields.insert("stream".into(), name.into());
-        fields.insert("param".into(), param.into());
-        if matches!(hook, Hook::OnConnect | Hook::OnPlay) {
-            fields.insert("pageUrl".into(), subject.page_url.into());
-        }
-        if let Some((request, key)) = subject.stream
-            && hook != Hook::OnConnect
-        {
-            fields.insert("stream_url".into(), format!("/{}", request.path()).into());
-            let id = crate::control::views::stream_id(self.shared.hub.stream_id(key));
-            fields.insert("stream_id".into(), id.into());
-        }
-        body
+        hook_body(self.shared, hook, client, subject)
     }
 
     /// Sends a callback to the control plane. Deciding hooks name who waits for the verdict.
@@ -378,6 +486,7 @@ impl Ctx<'_> {
             timeout: std::time::Duration::from_millis(hooks.timeout_ms),
             body,
             verdict,
+            reply: None,
         };
         if self.shared.hooks.send(job).is_err() {
             tracing::error!("the control plane is gone; hook {} dropped", hook.name());
@@ -420,9 +529,19 @@ impl Ctx<'_> {
         (stream, start, cursor)
     }
 
+    /// This connection's viewer takes frames as they come, not in merged writes.
+    pub fn write_at_once(&mut self, stream: &Arc<Stream>) {
+        if let Some(local) = self.locals.get_mut(&stream.id)
+            && !local.realtime.contains(&self.conn)
+        {
+            local.realtime.push(self.conn);
+        }
+    }
+
     pub fn leave(&mut self, stream: &Arc<Stream>) {
         if let Some(local) = self.locals.get_mut(&stream.id) {
             local.viewers.retain(|c| *c != self.conn);
+            local.realtime.retain(|c| *c != self.conn);
             if local.viewers.is_empty() {
                 self.locals.remove(&stream.id);
             }

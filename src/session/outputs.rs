@@ -124,6 +124,7 @@ impl Hls {
                     timeout: *timeout,
                     body: self.hls_body(body, segment),
                     verdict: None,
+                    reply: None,
                 };
                 if shared.hooks.send(job).is_err() {
                     tracing::error!("the control plane is gone; on_hls dropped");

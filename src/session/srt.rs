@@ -22,12 +22,12 @@ use srt_protocol::packet::{ControlPacket, ControlTypes, Packet};
 use super::player::{Player, PlayerOutput};
 use super::publisher::Publishing;
 use super::srt_listener::{Accepted, guarded};
-use super::{ClientInfo, Ctx, HookSubject};
+use super::{ClientInfo, Ctx, HookSubject, StreamRole, end_stream_role};
 use crate::control::views::ClientView;
 use crate::control::{Hook, Verdict};
 use crate::framing::Framing;
 use crate::framing::ts::TsFraming;
-use crate::hub::{FrameKind, PublishError, Publisher as HubPublisher, StreamKey, StreamSettings};
+use crate::hub::{FrameKind, StreamKey, StreamSettings};
 use crate::request::StreamRequest;
 
 /// MPEG-TS bytes per SRT payload: 7 TS packets, what every SRT sender uses.
@@ -135,13 +135,7 @@ impl SrtSession {
     }
 
     fn hook_body(&self, hook: Hook, ctx: &Ctx<'_>) -> serde_json::Value {
-        let subject = HookSubject {
-            vhost: &self.key.vhost,
-            app: &self.request.app,
-            stream: (hook != Hook::OnClose).then_some((&self.request, &self.key)),
-            tc_url: &self.request.tc_url,
-            page_url: "",
-        };
+        let subject = HookSubject::stream(hook, &self.key, &self.request);
         ctx.hook_body(hook, &self.client, subject)
     }
 
@@ -183,29 +177,15 @@ impl SrtSession {
         let settings = StreamSettings::for_vhost(ctx.shared.config.vhost(&self.key.vhost).1);
         match self.stream_id.mode {
             SrtMode::Publish => {
-                let who = HubPublisher {
-                    serial: self.client.serial,
-                    id: self.client.id.clone(),
-                    tc_url: self.request.tc_url.clone(),
-                };
-                match ctx.shared.hub.publish(self.key.clone(), &settings, who) {
-                    Ok(stream) => {
-                        tracing::info!(client = %self.client.id, peer = %self.client.peer, proto = "srt", vhost = %stream.key.vhost, stream = %self.request.path(), param = %self.request.param, "publish started");
-                        let hooks = &ctx.shared.config.vhost(&self.key.vhost).1.http_hooks;
-                        let hls_hook = (!hooks.urls(Hook::OnHls).is_empty())
-                            .then(|| self.hook_body(Hook::OnHls, ctx));
-                        let publishing =
-                            Publishing::start(stream, self.request.clone(), ctx, hls_hook);
+                match Publishing::begin(ctx, &self.client, "srt", &self.key, &self.request) {
+                    Ok(publishing) => {
                         self.state =
                             State::Publishing(Box::new(publishing), Box::new(TsIngest::new()));
                         for payload in held {
                             self.ingest(&payload, ctx);
                         }
                     }
-                    Err(PublishError::Busy(name)) => {
-                        tracing::warn!(client = %self.client.id, peer = %self.client.peer, stream = %name, "publish refused: stream is busy");
-                        self.close(ctx, format!("stream {name} busy"));
-                    }
+                    Err(why) => self.close(ctx, why),
                 }
             }
             SrtMode::Play => {
@@ -442,17 +422,13 @@ impl SrtSession {
                 SrtMode::Play => ("srt-play", false, None),
             },
         };
-        ClientView {
-            vhost: self.key.vhost.clone(),
-            app: self.request.app.clone(),
-            stream: self.request.stream.clone(),
-            stream_id: stream,
-            name: self.request.stream.clone(),
-            tc_url: self.request.tc_url.clone(),
-            kind,
-            publish,
-            ..self.client.view(now, worker)
-        }
+        self.client.stream_view(
+            (now, worker),
+            &self.key,
+            &self.request,
+            (kind, publish),
+            stream,
+        )
     }
 
     /// The flow is gone: leave the hub, send the closing hooks, log the summary.
@@ -464,22 +440,16 @@ impl SrtSession {
             .close_reason
             .clone()
             .unwrap_or_else(|| reason.to_string());
-        let hooks = &ctx.shared.config.vhost(&self.key.vhost).1.http_hooks;
-        let leave_hook = match &self.state {
-            State::Publishing(..) => Some(Hook::OnUnpublish),
-            State::Playing(..) => Some(Hook::OnStop),
-            _ => None,
+        let role = match std::mem::replace(&mut self.state, State::Ended) {
+            State::Publishing(p, _) => StreamRole::Publisher(p),
+            State::Playing(p, _) => StreamRole::Player(p),
+            _ => StreamRole::None,
         };
-        for hook in leave_hook.into_iter().chain([Hook::OnClose]) {
-            if !hooks.urls(hook).is_empty() {
-                let body = self.hook_body(hook, ctx);
-                ctx.call_hook(hook, hooks, body, self.client.serial);
-            }
-        }
-        match std::mem::replace(&mut self.state, State::Ended) {
-            State::Publishing(p, _) => p.finish(ctx, self.client.serial, &self.client.id, &why),
-            State::Playing(p, _) => p.leave(ctx, &self.client.id),
-            _ => {}
+        end_stream_role(ctx, &self.client, (&self.key, &self.request), role, &why);
+        let hooks = &ctx.shared.config.vhost(&self.key.vhost).1.http_hooks;
+        if !hooks.urls(Hook::OnClose).is_empty() {
+            let body = self.hook_body(Hook::OnClose, ctx);
+            ctx.call_hook(Hook::OnClose, hooks, body, self.client.serial);
         }
         let (role, stream) = self
             .last_role

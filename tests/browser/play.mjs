@@ -18,67 +18,28 @@
 // Times named *_epoch_ms are Date.now() in the page (the machine's clock), so a caller on the
 // same machine can subtract its own timestamps (e.g. when it started the publisher).
 //
-// playwright-core is looked up in $NODE_PATH (ES modules ignore NODE_PATH, so this script
-// does it itself), then next to this script. ci/test installs it with `npm ci` into
-// ci/.cache/node from tests/browser/package-lock.json. No browser is ever downloaded.
+// Chromium, its flags, playwright-core and the output conventions: chromium.mjs.
 
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
+import {
+  emit, launchOptions, parseFlags, recordPageLog, runBrowserScript, FRAME_LUMA_SCRIPT,
+} from './chromium.mjs';
 
-const CHROMIUM = process.env.SLUICE_CHROMIUM || '/usr/bin/chromium';
-// The machine has no network: without these, Chromium keeps trying Google's services. Pages
-// play muted, and must not be throttled for being in the background.
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-timer-throttling',
-  '--disable-backgrounding-occluded-windows',
-  '--disable-renderer-backgrounding',
-  '--disable-background-media-suspend',
-];
 const SAMPLE_MS = 250;
 
 function parseArgs(argv) {
   const opts = { urls: [], seconds: 5, maxStall: 1.5, timeout: 30, screenshotDir: null };
-  for (let i = 0; i < argv.length; i += 1) {
-    const [key, value] = [argv[i], argv[i + 1]];
-    switch (key) {
-      case '--url': opts.urls.push(value); i += 1; break;
-      case '--seconds': opts.seconds = Number(value); i += 1; break;
-      case '--max-stall': opts.maxStall = Number(value); i += 1; break;
-      case '--timeout': opts.timeout = Number(value); i += 1; break;
-      case '--screenshot-dir': opts.screenshotDir = value; i += 1; break;
-      default: throw new Error(`unknown argument ${key}`);
-    }
-  }
+  parseFlags(argv, {
+    '--url': (value) => { opts.urls.push(value); },
+    '--seconds': (value) => { opts.seconds = Number(value); },
+    '--max-stall': (value) => { opts.maxStall = Number(value); },
+    '--timeout': (value) => { opts.timeout = Number(value); },
+    '--screenshot-dir': (value) => { opts.screenshotDir = value; },
+  });
   if (opts.urls.length === 0) throw new Error('--url is required');
   return opts;
-}
-
-function emit(object) {
-  process.stdout.write(`${JSON.stringify(object)}\n`);
-}
-
-async function loadPlaywright() {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const dirs = (process.env.NODE_PATH || '').split(':').filter(Boolean);
-  dirs.push(join(here, 'node_modules'));
-  for (const dir of dirs) {
-    const entry = join(dir, 'playwright-core', 'index.mjs');
-    if (existsSync(entry)) {
-      return { module: await import(pathToFileURL(entry).href), from: entry };
-    }
-  }
-  return null;
 }
 
 // Runs inside each page from its start: samples the <video> every SAMPLE_MS and keeps the
@@ -159,31 +120,6 @@ function installProbe({ maxStallMs, sampleMs }) {
     probe.lastWall = now;
   };
   setInterval(tick, sampleMs);
-  // What the decoder shows: the current frame drawn on a canvas, its mean brightness and how
-  // much it varies (testsrc2 is colourful: a black or flat frame is not a picture).
-  const framePixels = (video) => {
-    if (!video || !video.videoWidth) return null;
-    try {
-      const canvas = document.createElement('canvas');
-      canvas.width = video.videoWidth;
-      canvas.height = video.videoHeight;
-      const ctx = canvas.getContext('2d', { willReadFrequently: true });
-      ctx.drawImage(video, 0, 0);
-      const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
-      let sum = 0;
-      let sumSq = 0;
-      const n = data.length / 4;
-      for (let i = 0; i < data.length; i += 4) {
-        const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
-        sum += y;
-        sumSq += y * y;
-      }
-      const mean = sum / n;
-      return { mean: Math.round(mean), stddev: Math.round(Math.sqrt(Math.max(0, sumSq / n - mean * mean))) };
-    } catch (e) {
-      return { error: String(e) };
-    }
-  };
   probe.summary = () => {
     const video = document.querySelector('video');
     const lat = probe.latencies;
@@ -201,7 +137,7 @@ function installProbe({ maxStallMs, sampleMs }) {
       videoWidth: video ? video.videoWidth : null,
       videoHeight: video ? video.videoHeight : null,
       video_error: video && video.error ? `${video.error.code} ${video.error.message}` : null,
-      frame: framePixels(video),
+      frame: window.__frameLuma(video),
       buffered_ahead_s: video && video.buffered.length
         ? round(video.buffered.end(video.buffered.length - 1) - video.currentTime) : null,
       started: probe.startedAt !== null,
@@ -239,25 +175,15 @@ function kindOf(url) {
 
 async function watch(context, url, index, opts, deadline) {
   const page = await context.newPage();
-  const consoleLines = [];
-  const failedRequests = [];
+  const log = { console: [], uncaught: [], failed_requests: [] };
   const abortedRequests = [];
   const badResponses = [];
-  const pageErrors = [];
   const requests = {};
-  page.on('console', (message) => {
-    if (consoleLines.length < 40 && message.type() !== 'debug') {
-      consoleLines.push(`${message.type()}: ${message.text()}`.slice(0, 400));
-    }
-  });
-  page.on('pageerror', (error) => {
-    pageErrors.push(String(error.stack || error.message).split('\n').slice(0, 4).join(' | ').slice(0, 600));
-  });
   page.on('request', (request) => {
     const kind = kindOf(request.url());
     requests[kind] = (requests[kind] || 0) + 1;
   });
-  page.on('requestfailed', (request) => {
+  recordPageLog(page, log, (request) => {
     // The page also asks the HTTP API on port 1985 for a stream list; that one may be absent.
     if (request.url().includes(':1985/')) return;
     const text = `${request.url()}: ${request.failure()?.errorText}`;
@@ -265,7 +191,7 @@ async function watch(context, url, index, opts, deadline) {
     if (request.failure()?.errorText === 'net::ERR_ABORTED') {
       if (abortedRequests.length < 20) abortedRequests.push(text);
     } else {
-      failedRequests.push(text);
+      log.failed_requests.push(text);
     }
   });
   page.on('response', (response) => {
@@ -274,6 +200,7 @@ async function watch(context, url, index, opts, deadline) {
       badResponses.push({ url: response.url(), status: response.status(), epoch_ms: Date.now() });
     }
   });
+  await page.addInitScript(FRAME_LUMA_SCRIPT);
   await page.addInitScript(installProbe, { maxStallMs: opts.maxStall * 1000, sampleMs: SAMPLE_MS });
   const response = await page.goto(url, { waitUntil: 'load', timeout: 15_000 });
   const pageStatus = response ? response.status() : null;
@@ -304,51 +231,24 @@ async function watch(context, url, index, opts, deadline) {
         page_status: pageStatus,
         ...summary,
         requests,
-        failed_requests: failedRequests,
+        failed_requests: log.failed_requests,
         aborted_requests: abortedRequests,
         bad_responses: badResponses,
         bad_responses_after_playing: badAfterPlaying,
-        uncaught: pageErrors,
-        console: consoleLines,
+        uncaught: log.uncaught,
+        console: log.console,
       };
     },
   };
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const started = Date.now();
-const loaded = await loadPlaywright();
-if (!loaded) {
-  emit({ ok: false, skip: 'playwright-core not found (NODE_PATH or tests/browser/node_modules)' });
-  process.exit(3);
-}
-if (!existsSync(CHROMIUM)) {
-  emit({ ok: false, skip: `no Chromium at ${CHROMIUM}` });
-  process.exit(3);
-}
-const { chromium } = loaded.module;
+let profile = null;
 
-const profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
-let context = null;
-
-function finish(result, code) {
-  rmSync(profile, { recursive: true, force: true });
-  emit(result);
-  process.exit(code);
-}
-
-// A hard stop on top of every wait below: whatever hangs, the script ends.
-const watchdog = setTimeout(() => {
-  finish({ ok: false, error: `watchdog: nothing finished within ${opts.timeout + 30} s` }, 1);
-}, (opts.timeout + 30) * 1000);
-
-async function run() {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout: 30_000,
-  });
+async function run({ chromium, playwrightFrom, started, onCleanup }) {
+  profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, launchOptions());
+  onCleanup(() => context.close());
   const blank = context.pages()[0];
   const deadline = started + opts.timeout * 1000;
   const watched = await Promise.all(opts.urls.map((url, i) => watch(context, url, i, opts, deadline)));
@@ -356,15 +256,7 @@ async function run() {
   emit({ ready: true, elapsed_ms: Date.now() - started, epoch_ms: Date.now() });
   const players = await Promise.all(watched.map((w) => w.finish()));
   const ok = players.every((p) => p.ok);
-  return [{ ok, elapsed_ms: Date.now() - started, players, playwright: loaded.from }, ok ? 0 : 1];
+  return [{ ok, elapsed_ms: Date.now() - started, players, playwright: playwrightFrom }, ok ? 0 : 1];
 }
 
-let outcome;
-try {
-  outcome = await run();
-} catch (error) {
-  outcome = [{ ok: false, error: String(error && error.stack ? error.stack : error) }, 1];
-}
-if (context) await context.close().catch(() => {});
-clearTimeout(watchdog);
-finish(...outcome);
+await runBrowserScript({ timeoutS: opts.timeout, onExit: () => profile && rmSync(profile, { recursive: true, force: true }) }, run);

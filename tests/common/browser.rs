@@ -1,6 +1,7 @@
 //! Headless Chromium from the tests' side: `tests/browser/play.mjs` (Node + playwright-core,
 //! Debian's /usr/bin/chromium) opens sluice's player page (`html/index.html`) once per URL, all
-//! at once in one browser, and reports how each `<video>` played, as JSON.
+//! at once in one browser, and reports how each `<video>` played, as JSON. Other scripts in
+//! `tests/browser/` (`webrtc.mjs`) run the same way through [`BrowserRun::start_script`].
 //!
 //! Without Node, Chromium or playwright-core a browser test prints a loud SKIP and passes —
 //! unless `SLUICE_REQUIRE_BROWSER=1` (ci/test sets it after installing them), then it fails.
@@ -149,7 +150,7 @@ pub struct PlayOutcome {
 }
 
 impl PlayOutcome {
-    /// Why the browser could not run (play.mjs exit 3), if so.
+    /// Why the browser could not run (the script's exit 3), if so.
     pub fn missing(&self) -> Option<String> {
         (self.status.and_then(|s| s.code()) == Some(EXIT_MISSING)).then(|| {
             self.result["skip"]
@@ -175,17 +176,26 @@ impl PlayOutcome {
 impl BrowserRun {
     /// Starts play.mjs on `urls`.
     pub fn start(urls: &[String], opts: &PlayOpts) -> BrowserRun {
-        let mut cmd = Command::new("node");
-        cmd.arg(repo().join("tests/browser/play.mjs"));
+        let mut args = Vec::new();
         for url in urls {
-            cmd.args(["--url", url]);
+            args.extend(["--url".to_string(), url.clone()]);
         }
-        cmd.args(["--seconds", &opts.seconds.to_string()])
-            .args(["--max-stall", &opts.max_stall.to_string()])
-            .args(["--timeout", &opts.timeout_s.to_string()]);
+        args.extend(["--seconds".to_string(), opts.seconds.to_string()]);
+        args.extend(["--max-stall".to_string(), opts.max_stall.to_string()]);
+        args.extend(["--timeout".to_string(), opts.timeout_s.to_string()]);
         if let Some(dir) = &opts.screenshot_dir {
-            cmd.arg("--screenshot-dir").arg(dir);
+            args.extend(["--screenshot-dir".to_string(), dir.display().to_string()]);
         }
+        BrowserRun::start_script("play.mjs", &args, opts.timeout_s)
+    }
+
+    /// Starts `tests/browser/SCRIPT` with `args`. The script follows play.mjs's conventions: one
+    /// JSON object a line on stdout, the last one with an `"ok"` key is the result; exit 3 when
+    /// tools are missing; it bounds itself to `timeout_s` (+ a 30 s watchdog).
+    pub fn start_script(script: &str, args: &[String], timeout_s: u32) -> BrowserRun {
+        let mut cmd = Command::new("node");
+        cmd.arg(repo().join("tests/browser").join(script))
+            .args(args);
         let mut child = cmd
             .env("NODE_PATH", node_path())
             .stdin(Stdio::null())
@@ -216,7 +226,7 @@ impl BrowserRun {
             stdout_reader: Some(stdout_reader),
             stderr_reader: Some(stderr_reader),
             // The script bounds itself (timeout + 30 s watchdog); this is the outer bound.
-            timeout: Duration::from_secs(u64::from(opts.timeout_s) + 60),
+            timeout: Duration::from_secs(u64::from(timeout_s) + 60),
             started: Instant::now(),
         }
     }
@@ -224,20 +234,28 @@ impl BrowserRun {
     /// Waits until every page has loaded (`{"ready":true}`). False if the script ended first
     /// (tools missing, or it failed: `finish` tells).
     pub fn wait_ready(&mut self, timeout: Duration) -> bool {
+        self.wait_line(timeout, |v| v["ready"] == Value::Bool(true))
+            .is_some()
+    }
+
+    /// Waits for a JSON line on stdout that `pred` accepts and returns it; `None` if the script
+    /// ended (or `timeout` passed) first.
+    pub fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    let ready = serde_json::from_str::<Value>(&line)
-                        .is_ok_and(|v| v["ready"] == Value::Bool(true));
+                    let found = serde_json::from_str::<Value>(&line)
+                        .ok()
+                        .filter(|v| pred(v));
                     self.seen.push(line);
-                    if ready {
-                        return true;
+                    if found.is_some() {
+                        return found;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    return false;
+                    return None;
                 }
             }
         }
@@ -265,7 +283,7 @@ impl BrowserRun {
             .rev()
             .filter(|l| l.starts_with('{'))
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v.get("ready").is_none())
+            .find(|v| v.get("ok").is_some())
             .unwrap_or(Value::Null);
         PlayOutcome {
             status,

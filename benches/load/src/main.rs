@@ -4,17 +4,21 @@
 //! `rtmp-play` opens N players of a stream — optionally publishing it from the same process,
 //! which lets it measure publish→receive latency — and reports what the players saw as JSON
 //! (plus a one-line summary on stderr). `flv-play` and `hls-play` do the same for HTTP-FLV and
-//! HLS viewers, and `srt-play` for SRT viewers (MPEG-TS over SRT). Runs on io_uring or epoll,
-//! like the server.
+//! HLS viewers, `srt-play` for SRT viewers (MPEG-TS over SRT) and `whep-play` for WebRTC
+//! viewers (WHEP signalling, str0m clients). Runs on io_uring or epoll, like the server.
 
 mod flv;
 mod hls;
 mod http;
 mod procstat;
+mod rtc_client;
 mod run;
 mod source;
 mod srt;
 mod stats;
+mod udp;
+mod whep;
+mod whip;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -120,6 +124,28 @@ enum Mode {
         /// server's.
         #[arg(long, default_value_t = 120)]
         latency_ms: u64,
+        #[command(flatten)]
+        play: PlayArgs,
+    },
+    /// Open N WebRTC viewers of a stream over WHEP: each POSTs an offer (recvonly H.264 +
+    /// Opus, a host candidate on a UDP socket of its own) to
+    /// http://host:port/rtc/v1/whep/?app=APP&stream=STREAM, then runs ICE, DTLS-SRTP and
+    /// RTP in a str0m client. Video access units are counted; with --publish-to or
+    /// --publish-whip, the synthetic frame numbers give publish→receive latency. At the end
+    /// each viewer DELETEs its session.
+    WhepPlay {
+        #[arg(long)]
+        url: String,
+        /// Also publish the stream from this process to this RTMP URL (needed for latency).
+        #[arg(long, conflicts_with = "publish_whip")]
+        publish_to: Option<String>,
+        /// Also publish the stream from this process over WHIP to this endpoint,
+        /// http://host:port/rtc/v1/whip/?app=APP&stream=STREAM: a str0m client sending the
+        /// source's H.264 (sendonly, parameter sets before keyframes; a keyframe request makes
+        /// the synthetic source's next frame a keyframe) and Opus silence; the AAC audio is
+        /// not sent. Gives WHIP→WHEP latency.
+        #[arg(long, value_name = "URL")]
+        publish_whip: Option<String>,
         #[command(flatten)]
         play: PlayArgs,
     },
@@ -287,6 +313,7 @@ fn player_plan(
         complex_handshake: false,
         server_pids: server_pids.to_vec(),
         udp_gso: None,
+        publish_whip: None,
     })
 }
 
@@ -322,6 +349,7 @@ fn run(
                 complex_handshake: false,
                 server_pids: server_pids.clone(),
                 udp_gso: None,
+                publish_whip: None,
             };
             (url, plan, Some(f64::from(source.fps)), "publish")
         }
@@ -351,6 +379,7 @@ fn run(
                 complex_handshake,
                 server_pids: server_pids.clone(),
                 udp_gso: None,
+                publish_whip: None,
             };
             (url, plan, Some(play.expected_fps()), "rtmp-play")
         }
@@ -405,10 +434,34 @@ fn run(
             )?;
             (url, plan, Some(play.expected_fps()), "srt-play")
         }
+        Mode::WhepPlay {
+            url,
+            publish_to,
+            publish_whip,
+            play,
+        } => {
+            let (play_addr, host, path) = whep::parse_url(&url)?;
+            let mut plan = player_plan(
+                backend,
+                play_addr,
+                PlayProtocol::Whep { host, path },
+                publish_to,
+                &play,
+                &server_pids,
+            )?;
+            if let Some(whip_url) = publish_whip {
+                plan.publish_whip = Some(whip::WhipTarget::parse(&whip_url)?);
+                plan.publish = Some(play.source.open()?);
+            }
+            (url, plan, Some(play.expected_fps()), "whep-play")
+        }
     };
     let mut plan = plan;
     plan.udp_gso = udp_gso;
-    let udp_mode = matches!(plan.protocol, PlayProtocol::Srt { .. });
+    let udp_mode = matches!(
+        plan.protocol,
+        PlayProtocol::Srt { .. } | PlayProtocol::Whep { .. }
+    );
     let outcome = Runner::new(plan)?.run();
     if let Some(why) = &outcome.publisher_failure {
         eprintln!("sluice-load: publisher: {why}");
@@ -424,6 +477,8 @@ fn run(
         server: outcome.server,
         own: outcome.own,
         udp_gso: (udp_mode || udp_gso.is_some()).then_some(outcome.udp_gso),
+        whep_deletes: outcome.whep_deletes,
+        whip: outcome.whip,
     });
     eprintln!("sluice-load: {}", report.summary());
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

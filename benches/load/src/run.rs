@@ -1,6 +1,6 @@
 //! The load generator's event loop: one driver (io_uring or epoll, like the server), an
-//! optional in-process publisher, and any number of RTMP, HTTP-FLV, HLS or SRT players, all on
-//! this thread.
+//! optional in-process publisher, and any number of RTMP, HTTP-FLV, HLS, SRT or WebRTC (WHEP)
+//! players, all on this thread.
 //!
 //! Players keep only the first bytes of each media message (`ChunkReaderConfig::media_prefix`):
 //! enough to classify it and read the synthetic frame number, so receiving costs the kernel's
@@ -27,6 +27,9 @@ use crate::procstat;
 use crate::source::{Source, read_marker};
 use crate::srt::SrtPlay;
 use crate::stats::{Histogram, ViewerStats};
+use crate::udp::UdpViewers;
+use crate::whep::WhepPlay;
+use crate::whip::{WhipCounters, WhipPublisher, WhipTarget};
 
 /// Bytes of each media payload players keep: the FLV header and the synthetic marker.
 const MEDIA_PREFIX: u32 = 32;
@@ -59,6 +62,11 @@ pub enum PlayProtocol {
         stream_id: String,
         latency: Duration,
     },
+    /// WebRTC: WHEP offers POSTed to `path` on `play_addr` with this Host header.
+    Whep {
+        host: String,
+        path: String,
+    },
 }
 
 pub struct Plan {
@@ -75,6 +83,8 @@ pub struct Plan {
     pub ramp_per_s: f64,
     /// Publish this source to the URL from this process.
     pub publish: Option<Source>,
+    /// ...over WHIP to this endpoint instead of RTMP.
+    pub publish_whip: Option<WhipTarget>,
     /// Measurement starts this long after the last player connected...
     pub warmup: Duration,
     /// ...and lasts this long.
@@ -98,6 +108,10 @@ pub struct Outcome {
     pub own: [Option<procstat::Sample>; 2],
     /// Whether our UDP sends used GSO (the driver may refuse to turn it on).
     pub udp_gso: bool,
+    /// WHEP viewers: `DELETE`s sent at the end, and answered.
+    pub whep_deletes: (usize, usize),
+    /// The WHIP publisher's counters (`--publish-whip`).
+    pub whip: Option<WhipCounters>,
 }
 
 pub fn resolve(url: &RtmpUrl) -> Result<SocketAddr, String> {
@@ -183,9 +197,17 @@ fn unix_now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// How the in-process publisher sends.
+enum PublishVia {
+    Rtmp {
+        conn: ConnId,
+        session: Box<ClientSession>,
+    },
+    Whip(Box<WhipPublisher>),
+}
+
 struct Publisher {
-    conn: ConnId,
-    session: ClientSession,
+    via: PublishVia,
     source: Source,
     pending: Option<crate::source::Outgoing>,
     started: Option<Instant>,
@@ -193,6 +215,30 @@ struct Publisher {
     sent: VecDeque<Instant>,
     sent_base: u64,
     failure: Option<String>,
+}
+
+impl Publisher {
+    /// The RTMP publisher's connection.
+    fn rtmp_conn(&self) -> Option<ConnId> {
+        match &self.via {
+            PublishVia::Rtmp { conn, .. } => Some(*conn),
+            PublishVia::Whip(_) => None,
+        }
+    }
+
+    fn whip(&mut self) -> Option<&mut WhipPublisher> {
+        match &mut self.via {
+            PublishVia::Whip(whip) => Some(whip),
+            PublishVia::Rtmp { .. } => None,
+        }
+    }
+
+    fn failure(&self) -> Option<&String> {
+        match &self.via {
+            PublishVia::Whip(whip) => self.failure.as_ref().or(whip.failure.as_ref()),
+            PublishVia::Rtmp { .. } => self.failure.as_ref(),
+        }
+    }
 }
 
 pub struct Runner {
@@ -212,6 +258,7 @@ pub struct Runner {
     flv_events: Vec<FlvEvent>,
     hls: Option<HlsPlay>,
     srt: Option<SrtPlay>,
+    whep: Option<WhepPlay>,
 }
 
 impl Runner {
@@ -244,7 +291,17 @@ impl Runner {
             PlayProtocol::Hls { host, path } => Some(HlsPlay::new(host, path)),
             _ => None,
         };
+        let whep = match &plan.protocol {
+            PlayProtocol::Whep { host, path } => Some(WhepPlay::new(
+                plan.play_addr,
+                host.clone(),
+                path.clone(),
+                PLAY_TIMEOUT,
+            )?),
+            _ => None,
+        };
         Ok(Runner {
+            whep,
             hls,
             srt,
             driver,
@@ -307,7 +364,10 @@ impl Runner {
                 self.server[1] = self.sample_server();
                 self.own[0] = procstat::sample(&[std::process::id()]);
             }
-            let publisher_failed = self.publisher.as_ref().is_some_and(|p| p.failure.is_some());
+            let publisher_failed = self
+                .publisher
+                .as_ref()
+                .is_some_and(|p| p.failure().is_some());
             if now >= self.window.1 || now >= deadline_if_stuck || publisher_failed {
                 // Cut short: the window ends here.
                 self.window = (self.window.0.min(now), self.window.1.min(now));
@@ -325,11 +385,24 @@ impl Runner {
                 self.handle(event, now);
             }
             self.hls_timers(now);
-            if let Some(srt) = &mut self.srt {
-                srt.timers(&mut self.driver, now, &mut self.stats);
+            if let Some(viewers) = udp_viewers(&mut self.srt, &mut self.whep) {
+                viewers.timers(&mut self.driver, now, &mut self.stats);
                 self.srt_frames();
             }
+            self.whip_timers(now);
             self.check_play_timeouts(now);
+        }
+        let mut whep_deletes = (0, 0);
+        if self.whep.is_some()
+            || self
+                .publisher
+                .as_ref()
+                .is_some_and(|p| p.rtmp_conn().is_none())
+        {
+            self.whep_shut_down();
+            if let Some(whep) = &self.whep {
+                whep_deletes = (whep.deletes_sent, whep.deletes_answered);
+            }
         }
         if let Some(srt) = &mut self.srt {
             srt.shut_down(&mut self.driver, Instant::now(), &mut self.stats);
@@ -340,14 +413,21 @@ impl Runner {
         for stats in &mut self.stats {
             stats.finish(window);
         }
+        let whip = self
+            .publisher
+            .as_mut()
+            .and_then(|p| p.whip())
+            .map(|w| w.counters.clone());
         Outcome {
+            whip,
             viewers: self.stats,
             window,
             latency: self.latency,
-            publisher_failure: self.publisher.and_then(|p| p.failure),
+            publisher_failure: self.publisher.and_then(|p| p.failure().cloned()),
             server: self.server,
             own: self.own,
             udp_gso: self.driver.udp_gso(),
+            whep_deletes,
         }
     }
 
@@ -369,10 +449,18 @@ impl Runner {
         if let Some(at) = self.srt.as_ref().and_then(|s| s.next_wake()) {
             wake = wake.min(at);
         }
+        if let Some(at) = self.whep.as_ref().and_then(|s| s.next_wake()) {
+            wake = wake.min(at);
+        }
         if let Some(p) = &self.publisher
             && let (Some(started), Some(next)) = (p.started, &p.pending)
         {
             wake = wake.min(started + Duration::from_millis(next.timestamp));
+        }
+        if let Some(PublishVia::Whip(whip)) = self.publisher.as_ref().map(|p| &p.via)
+            && let Some(at) = whip.next_wake()
+        {
+            wake = wake.min(at);
         }
         wake.min(self.window.1).max(now)
     }
@@ -399,7 +487,7 @@ impl Runner {
         let publishing = self.publisher.as_ref().map(|p| p.started);
         if matches!(
             self.plan.protocol,
-            PlayProtocol::Flv { .. } | PlayProtocol::Srt { .. }
+            PlayProtocol::Flv { .. } | PlayProtocol::Srt { .. } | PlayProtocol::Whep { .. }
         ) && self.opened == 0
         {
             match publishing {
@@ -435,8 +523,8 @@ impl Runner {
                 self.hls_drive(stats_index, now, true);
                 continue;
             }
-            if let Some(srt) = &mut self.srt {
-                srt.open(
+            if let Some(viewers) = udp_viewers(&mut self.srt, &mut self.whep) {
+                viewers.open(
                     &mut self.driver,
                     stats_index,
                     now,
@@ -463,7 +551,9 @@ impl Runner {
                             self.driver.send(conn, request.into());
                             PlayerClient::Flv(Box::default())
                         }
-                        PlayProtocol::Hls { .. } | PlayProtocol::Srt { .. } => {
+                        PlayProtocol::Hls { .. }
+                        | PlayProtocol::Srt { .. }
+                        | PlayProtocol::Whep { .. } => {
                             unreachable!("opened above")
                         }
                     };
@@ -484,23 +574,37 @@ impl Runner {
 
     fn start_publisher(&mut self, source: Source) {
         let now = Instant::now();
-        let config = self.client_config(sluice_proto::rtmp::ClientMode::Publish);
-        let mut session = ClientSession::new(config, now);
-        match self.driver.connect(self.plan.addr) {
-            Ok(conn) => {
-                flush(&mut self.driver, conn, &mut session);
+        let via = if let Some(target) = self.plan.publish_whip.clone() {
+            WhipPublisher::open(&mut self.driver, target, PLAY_TIMEOUT, now)
+                .map(|whip| PublishVia::Whip(Box::new(whip)))
+                .map_err(|e| format!("publisher: {e}"))
+        } else {
+            let config = self.client_config(sluice_proto::rtmp::ClientMode::Publish);
+            let mut session = ClientSession::new(config, now);
+            match self.driver.connect(self.plan.addr) {
+                Ok(conn) => {
+                    flush(&mut self.driver, conn, &mut session);
+                    Ok(PublishVia::Rtmp {
+                        conn,
+                        session: Box::new(session),
+                    })
+                }
+                Err(e) => Err(format!("publisher cannot connect: {e}")),
+            }
+        };
+        match via {
+            Ok(via) => {
                 self.publisher = Some(Publisher {
-                    conn,
-                    session,
+                    via,
                     source,
                     pending: None,
                     started: None,
                     sent: VecDeque::new(),
                     sent_base: 0,
                     failure: None,
-                });
+                })
             }
-            Err(e) => eprintln!("sluice-load: publisher cannot connect: {e}"),
+            Err(e) => eprintln!("sluice-load: {e}"),
         }
     }
 
@@ -512,16 +616,29 @@ impl Runner {
         let Some(started) = p.started else {
             return;
         };
+        if let PublishVia::Whip(whip) = &mut p.via
+            && whip.take_keyframe_request()
+            && p.source.force_keyframe(p.pending.as_mut())
+        {
+            whip.forced_keyframe();
+        }
         loop {
             let next = p.pending.take().unwrap_or_else(|| p.source.next());
             if started + Duration::from_millis(next.timestamp) > now {
                 p.pending = Some(next);
                 break;
             }
-            let timestamp = next.timestamp as u32;
-            if let Err(e) = p.session.send_media(next.kind, timestamp, &next.payload) {
-                p.failure = Some(format!("publish: {e}"));
-                break;
+            match &mut p.via {
+                PublishVia::Rtmp { session, .. } => {
+                    let timestamp = next.timestamp as u32;
+                    if let Err(e) = session.send_media(next.kind, timestamp, &next.payload) {
+                        p.failure = Some(format!("publish: {e}"));
+                        break;
+                    }
+                }
+                PublishVia::Whip(whip) => {
+                    whip.write(&mut self.driver, now, &next);
+                }
             }
             if let Some(frame) = next.frame {
                 if p.sent.is_empty() {
@@ -534,18 +651,51 @@ impl Runner {
                 }
             }
         }
-        let conn = p.conn;
-        flush(&mut self.driver, conn, &mut p.session);
+        if let PublishVia::Rtmp { conn, session } = &mut p.via {
+            flush(&mut self.driver, *conn, session);
+        }
+    }
+
+    /// The WHIP publisher's timers; publishing starts once it is connected.
+    fn whip_timers(&mut self, now: Instant) {
+        let Some(p) = &mut self.publisher else {
+            return;
+        };
+        let PublishVia::Whip(whip) = &mut p.via else {
+            return;
+        };
+        whip.timers(&mut self.driver, now);
+        if p.started.is_none() {
+            p.started = whip.connected_at();
+            if p.started.is_some() {
+                self.publish_due(now);
+            }
+        }
     }
 
     fn handle(&mut self, event: Event, now: Instant) {
         match event {
             Event::Received { conn, buf } => {
+                if let Some(whep) = &mut self.whep
+                    && whep.owns(conn)
+                {
+                    whep.http_received(&mut self.driver, conn, buf, now, &mut self.stats);
+                    self.srt_frames();
+                    return;
+                }
+                if let Some(whip) = self.publisher.as_mut().and_then(|p| p.whip())
+                    && whip.owns(conn)
+                {
+                    whip.http_received(&mut self.driver, conn, buf, now);
+                    self.whip_timers(now);
+                    return;
+                }
                 let data = self.driver.recv_data(&buf);
                 if let Some(p) = &mut self.publisher
-                    && p.conn == conn
+                    && let PublishVia::Rtmp { conn: c, session } = &mut p.via
+                    && *c == conn
                 {
-                    let result = p.session.handle_input(now, data);
+                    let result = session.handle_input(now, data);
                     self.driver.release(buf);
                     if let Err(e) = result {
                         p.failure = Some(format!("publisher: {e}"));
@@ -603,9 +753,25 @@ impl Runner {
                 peer,
                 buf,
                 segment_size,
-            } => match &mut self.srt {
-                Some(srt) => {
-                    srt.datagrams(
+            } if self
+                .publisher
+                .as_mut()
+                .and_then(|p| p.whip())
+                .is_some_and(|w| w.owns_sock(sock)) =>
+            {
+                if let Some(whip) = self.publisher.as_mut().and_then(|p| p.whip()) {
+                    whip.datagrams(&mut self.driver, peer, buf, segment_size, now);
+                }
+                self.whip_timers(now);
+            }
+            Event::Datagrams {
+                sock,
+                peer,
+                buf,
+                segment_size,
+            } => match udp_viewers(&mut self.srt, &mut self.whep) {
+                Some(viewers) => {
+                    viewers.datagrams(
                         &mut self.driver,
                         sock,
                         peer,
@@ -620,13 +786,26 @@ impl Runner {
                 None => self.driver.release(buf),
             },
             Event::Closed { conn, reason } => {
+                if let Some(whep) = &mut self.whep
+                    && whep.closed(&mut self.driver, conn, reason, now, &mut self.stats)
+                {
+                    self.srt_frames();
+                    return;
+                }
                 if let Some(srt) = &mut self.srt
                     && srt.closed(&mut self.driver, conn, reason, &mut self.stats)
                 {
                     return;
                 }
                 if let Some(p) = &mut self.publisher
-                    && p.conn == conn
+                    && let Some(whip) = p.whip()
+                    && whip.closed(&mut self.driver, conn, reason, now)
+                {
+                    self.whip_timers(now);
+                    return;
+                }
+                if let Some(p) = &mut self.publisher
+                    && p.rtmp_conn() == Some(conn)
                 {
                     p.failure
                         .get_or_insert_with(|| format!("publisher connection: {reason}"));
@@ -660,9 +839,12 @@ impl Runner {
         let Some(p) = &mut self.publisher else {
             return;
         };
-        while let Some(output) = p.session.poll_output() {
+        let PublishVia::Rtmp { conn, session } = &mut p.via else {
+            return;
+        };
+        while let Some(output) = session.poll_output() {
             match output {
-                ClientOutput::Transmit(bytes) => self.driver.send(p.conn, bytes),
+                ClientOutput::Transmit(bytes) => self.driver.send(*conn, bytes),
                 ClientOutput::Event(ClientEvent::Publishing { .. }) => p.started = Some(now),
                 ClientOutput::Event(ClientEvent::Rejected { code, description }) => {
                     p.failure = Some(format!("publish refused: {code} {description}"));
@@ -734,12 +916,12 @@ impl Runner {
         }
     }
 
-    /// Counts the frames SRT viewers saw.
+    /// Counts the frames SRT and WHEP viewers saw.
     fn srt_frames(&mut self) {
-        let Some(srt) = &mut self.srt else {
+        let Some(viewers) = udp_viewers(&mut self.srt, &mut self.whep) else {
             return;
         };
-        for (v, frame) in srt.frames.drain(..) {
+        for (v, frame) in viewers.frames().drain(..) {
             frame_arrived(
                 frame.at,
                 frame.keyframe,
@@ -749,6 +931,67 @@ impl Runner {
                 self.publisher.as_ref(),
                 &mut self.latency,
             );
+        }
+    }
+
+    /// Ends the WHEP viewers and the WHIP publisher: each DELETEs its session; the answers are
+    /// awaited a moment.
+    fn whep_shut_down(&mut self) {
+        if let Some(whep) = &mut self.whep {
+            whep.shut_down(&mut self.driver, &mut self.stats);
+        }
+        if let Some(whip) = self.publisher.as_mut().and_then(|p| p.whip()) {
+            whip.shut_down(&mut self.driver);
+        }
+        let until = Instant::now() + crate::rtc_client::DELETE_WAIT;
+        loop {
+            let viewers = self.whep.as_ref().is_some_and(|w| w.deleting());
+            let publisher = self
+                .publisher
+                .as_mut()
+                .and_then(|p| p.whip())
+                .is_some_and(|w| w.deleting());
+            if !(viewers || publisher) || Instant::now() >= until {
+                break;
+            }
+            if self.driver.wait(Some(Duration::from_millis(10))).is_err() {
+                return;
+            }
+            let now = Instant::now();
+            while let Some(event) = self.driver.next_event() {
+                match event {
+                    Event::Received { conn, buf } => {
+                        if let Some(whip) = self.publisher.as_mut().and_then(|p| p.whip())
+                            && whip.owns(conn)
+                        {
+                            whip.http_received(&mut self.driver, conn, buf, now);
+                            continue;
+                        }
+                        match &mut self.whep {
+                            Some(whep) if whep.owns(conn) => whep.http_received(
+                                &mut self.driver,
+                                conn,
+                                buf,
+                                now,
+                                &mut self.stats,
+                            ),
+                            _ => self.driver.release(buf),
+                        }
+                    }
+                    Event::Datagrams { buf, .. } => self.driver.release(buf),
+                    Event::Closed { conn, reason } => {
+                        if let Some(whip) = self.publisher.as_mut().and_then(|p| p.whip())
+                            && whip.closed(&mut self.driver, conn, reason, now)
+                        {
+                            continue;
+                        }
+                        if let Some(whep) = &mut self.whep {
+                            whep.closed(&mut self.driver, conn, reason, now, &mut self.stats);
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -1077,5 +1320,17 @@ fn flush(driver: &mut Driver, conn: ConnId, session: &mut ClientSession) {
         if let ClientOutput::Transmit(bytes) = output {
             driver.send(conn, bytes);
         }
+    }
+}
+
+/// The UDP viewers of the run (SRT or WHEP), if it has them.
+fn udp_viewers<'a>(
+    srt: &'a mut Option<SrtPlay>,
+    whep: &'a mut Option<WhepPlay>,
+) -> Option<&'a mut dyn UdpViewers> {
+    match (srt, whep) {
+        (Some(srt), _) => Some(srt),
+        (None, Some(whep)) => Some(whep),
+        (None, None) => None,
     }
 }

@@ -39,14 +39,28 @@ pub struct Outgoing {
     pub frame: Option<u64>,
 }
 
+/// A frame number as the 8 bytes after the magic: 7 bits per byte, most significant first, the
+/// top bit always set. No byte is zero, so the NAL unit never holds a start code (`00 00 01`):
+/// a server that turns the frame into Annex B and packetizes it by start codes (RTP) keeps
+/// it whole. 56 bits: 76 years of frames at 30 fps.
+pub fn marker_bytes(number: u64) -> [u8; 8] {
+    std::array::from_fn(|i| 0x80 | ((number >> (7 * (7 - i))) & 0x7f) as u8)
+}
+
+fn decode_marker(bytes: &[u8]) -> Option<u64> {
+    let bytes = bytes.get(..8)?;
+    bytes.iter().try_fold(0u64, |number, &b| {
+        (b & 0x80 != 0).then_some(number << 7 | u64::from(b & 0x7f))
+    })
+}
+
 /// Reads the frame number from a synthetic video body (or the first bytes of one).
 pub fn read_marker(body: &[u8]) -> Option<u64> {
     let magic = body.get(MARKER_OFFSET..MARKER_OFFSET + 8)?;
     if magic != MARKER_MAGIC {
         return None;
     }
-    let number = body.get(MARKER_OFFSET + 8..MARKER_OFFSET + 16)?;
-    Some(u64::from_be_bytes(number.try_into().ok()?))
+    decode_marker(body.get(MARKER_OFFSET + 8..)?)
 }
 
 /// Finds a synthetic frame number anywhere in `data` (say, a frame's first bytes in Annex B
@@ -56,8 +70,7 @@ pub fn find_marker(data: &[u8]) -> Option<u64> {
     let at = data
         .windows(MARKER_MAGIC.len())
         .position(|w| w == MARKER_MAGIC)?;
-    let number = data.get(at + MARKER_MAGIC.len()..at + MARKER_MAGIC.len() + 8)?;
-    Some(u64::from_be_bytes(number.try_into().ok()?))
+    decode_marker(data.get(at + MARKER_MAGIC.len()..)?)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +92,8 @@ pub struct Synthetic {
     audio_frame: u64,
     headers_sent: bool,
     filler: Bytes,
+    /// The next video frame is a keyframe whatever the GOP says.
+    force_keyframe: bool,
 }
 
 impl Synthetic {
@@ -99,6 +114,7 @@ impl Synthetic {
             audio_frame: 0,
             headers_sent: false,
             filler: Bytes::from(vec![0x5a; key as usize]),
+            force_keyframe: false,
         }
     }
 
@@ -141,7 +157,20 @@ impl Synthetic {
             };
         }
         let number = self.video_frame;
-        let key = number % self.config.gop.max(1) as u64 == 0;
+        let key = number % self.config.gop.max(1) as u64 == 0 || self.force_keyframe;
+        self.force_keyframe = false;
+        let timestamp = self.video_ts();
+        self.video_frame += 1;
+        Outgoing {
+            kind: MediaKind::Video,
+            timestamp,
+            payload: self.video_body(number, key),
+            frame: Some(number),
+        }
+    }
+
+    /// Video frame `number`'s FLV body: a keyframe (IDR slice) or an inter frame.
+    fn video_body(&self, number: u64, key: bool) -> Bytes {
         let size = if key { self.key_size } else { self.inter_size };
         let mut body = BytesMut::with_capacity(size.max(32));
         body.put_slice(&[if key { 0x17 } else { 0x27 }, 0x01, 0, 0, 0]);
@@ -149,18 +178,32 @@ impl Synthetic {
         body.put_u32(nalu_len);
         body.put_u8(if key { 0x65 } else { 0x41 });
         body.put_slice(&MARKER_MAGIC);
-        body.put_u64(number);
+        body.put_slice(&marker_bytes(number));
         let rest = size.max(32) - body.len();
         body.put_slice(&self.filler[..rest]);
-        let timestamp = self.video_ts();
-        self.video_frame += 1;
-        Outgoing {
-            kind: MediaKind::Video,
-            timestamp,
-            payload: body.freeze(),
-            frame: Some(number),
-        }
+        body.freeze()
     }
+
+    /// A keyframe was asked for (a WebRTC server's PLI): the next video frame is one, out of
+    /// GOP. `pending`, a message already taken from [`Self::next`] but not sent yet, becomes
+    /// a keyframe itself if it is an inter frame of ours (same number and timestamp).
+    pub fn force_keyframe(&mut self, pending: Option<&mut Outgoing>) {
+        if let Some(out) = pending
+            && out.kind == MediaKind::Video
+            && let Some(number) = out.frame
+        {
+            if !is_keyframe_body(&out.payload) {
+                out.payload = self.video_body(number, true);
+            }
+            return;
+        }
+        self.force_keyframe = true;
+    }
+}
+
+/// An FLV video body's frame type is "keyframe".
+pub fn is_keyframe_body(body: &[u8]) -> bool {
+    body.first().is_some_and(|b| b >> 4 == 1)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +324,18 @@ impl Source {
             Source::File(f) => f.next(),
         }
     }
+
+    /// Makes the next video frame a keyframe (see [`Synthetic::force_keyframe`]); returns
+    /// whether it could. An FLV file keeps its own GOP.
+    pub fn force_keyframe(&mut self, pending: Option<&mut Outgoing>) -> bool {
+        match self {
+            Source::Synthetic(s) => {
+                s.force_keyframe(pending);
+                true
+            }
+            Source::File(_) => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -320,6 +375,48 @@ mod tests {
         assert!(FlvLoop::open(Path::new("/nonexistent.flv")).is_err());
     }
 
+    fn next_video(s: &mut Synthetic) -> Outgoing {
+        loop {
+            let out = s.next();
+            if out.frame.is_some() {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn keyframes_on_request() {
+        let mut s = Synthetic::new(SyntheticConfig {
+            bitrate: 1_000_000,
+            fps: 30,
+            gop: 30,
+        });
+        assert!(is_keyframe_body(&next_video(&mut s).payload), "frame 0");
+        let mut pending = next_video(&mut s);
+        assert!(!is_keyframe_body(&pending.payload));
+        let inter_len = pending.payload.len();
+        // A frame taken but not sent yet becomes the keyframe, keeping its number.
+        s.force_keyframe(Some(&mut pending));
+        assert!(is_keyframe_body(&pending.payload) && pending.payload.len() > inter_len);
+        assert_eq!(read_marker(&pending.payload), Some(1));
+        assert!(
+            !is_keyframe_body(&next_video(&mut s).payload),
+            "frame 2: GOP again"
+        );
+        // Nothing pending: the next frame is the keyframe.
+        let mut source = Source::Synthetic(s);
+        assert!(source.force_keyframe(None));
+        let Source::Synthetic(s) = &mut source else {
+            unreachable!()
+        };
+        let forced = next_video(s);
+        assert_eq!(
+            (forced.frame, is_keyframe_body(&forced.payload)),
+            (Some(3), true)
+        );
+        assert!(!is_keyframe_body(&next_video(s).payload));
+    }
+
     #[test]
     fn synthetic_stream_has_the_asked_bitrate_and_order() {
         let mut s = Synthetic::new(SyntheticConfig {
@@ -346,6 +443,16 @@ mod tests {
             }
         }
         assert_eq!(frames, 300);
+        for number in [0, 1, 256, 65_536, 1 << 55, (1 << 56) - 1] {
+            let bytes = marker_bytes(number);
+            assert!(
+                !bytes.contains(&0),
+                "{number}: no zero byte, so no start code"
+            );
+            let mut data = b"..sluiceLD".to_vec();
+            data.extend_from_slice(&bytes);
+            assert_eq!(find_marker(&data), Some(number));
+        }
         assert_eq!(keyframes, 10);
         let bitrate = bytes * 8 / 10;
         assert!((1_900_000..=2_100_000).contains(&bitrate), "{bitrate}");

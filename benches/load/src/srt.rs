@@ -9,12 +9,10 @@
 //! is a random access point and to read the synthetic frame number
 //! ([`crate::source::find_marker`]) that an H.264 NAL unit keeps from FLV to Annex B.
 
-use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasher;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::panic::AssertUnwindSafe;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -27,6 +25,7 @@ use srt_protocol::settings::ConnInitSettings;
 
 use crate::source::find_marker;
 use crate::stats::{SrtStats, ViewerStats};
+use crate::udp::{Timers, UdpViewers, bind_address, guarded, segment_len};
 
 /// Handshake packets are resent this often until answered (libsrt: 250 ms).
 const HANDSHAKE_RETRY: Duration = Duration::from_millis(250);
@@ -279,7 +278,7 @@ impl TsCounter {
 }
 
 /// An IDR (H.264) or IRAP (H.265) NAL unit behind a start code in `es`.
-fn has_random_access_nal(es: &[u8], h265: bool) -> bool {
+pub(crate) fn has_random_access_nal(es: &[u8], h265: bool) -> bool {
     es.windows(4).any(|w| {
         w[..3] == [0, 0, 1]
             && if h265 {
@@ -353,12 +352,6 @@ enum Step {
     Close,
 }
 
-/// Runs srt-protocol code: it asserts on some inputs, and a panic must end one viewer, not the
-/// run.
-fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
-}
-
 /// All SRT viewers of a run.
 pub struct SrtPlay {
     server: SocketAddr,
@@ -370,7 +363,7 @@ pub struct SrtPlay {
     /// Which viewer a socket's datagrams are for.
     by_sock: HashMap<UdpId, usize>,
     by_flow: HashMap<ConnId, usize>,
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    timers: Timers,
     batch: DatagramBatch,
     /// Scratch: a receive's parsed packets, a step's released payloads.
     packets: Vec<Packet>,
@@ -392,16 +385,10 @@ impl SrtPlay {
         latency: Duration,
         timeout: Duration,
     ) -> SrtPlay {
-        let ip = server.ip();
-        let bind_ip = match ip {
-            _ if ip.is_loopback() => ip,
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        };
         SrtPlay {
             server,
             stream_id,
-            bind: SocketAddr::new(bind_ip, 0),
+            bind: bind_address(server),
             settings: ConnInitSettings {
                 send_latency: latency,
                 recv_latency: latency,
@@ -410,7 +397,7 @@ impl SrtPlay {
             viewers: Vec::new(),
             by_sock: HashMap::new(),
             by_flow: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             batch: DatagramBatch::default(),
             packets: Vec::new(),
             released: Vec::new(),
@@ -420,43 +407,6 @@ impl SrtPlay {
             shutting_down: false,
             timeout,
         }
-    }
-
-    /// The earliest timer, if any.
-    pub fn next_wake(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
-    }
-
-    /// Opens viewer `v` (the next index): a socket, a flow to the server, the first handshake
-    /// packet.
-    pub fn open(&mut self, driver: &mut Driver, v: usize, now: Instant, stats: &mut ViewerStats) {
-        debug_assert_eq!(v, self.viewers.len());
-        let seed = self.random.hash_one(v);
-        let connect = Connect::new(
-            self.server,
-            self.bind.ip(),
-            self.settings.copy_randomize(),
-            Some(self.stream_id.clone()),
-            SeqNumber::new_truncate(seed as u32),
-        );
-        self.viewers.push(Viewer {
-            flow: None,
-            state: State::Connecting(Box::new(connect)),
-            ts: TsCounter::default(),
-            wake_at: None,
-            started: now,
-            stats: SrtStats::default(),
-        });
-        // A port-0 bind gets a port of its own (the driver sets no `SO_REUSEPORT` for it).
-        let sock = match driver.bind_udp(self.bind) {
-            Ok(sock) => sock,
-            Err(e) => return self.fail(driver, v, stats, format!("bind: {e}")),
-        };
-        self.by_sock.insert(sock, v);
-        let flow = driver.open_flow(sock, self.server);
-        self.by_flow.insert(flow, v);
-        self.viewers[v].flow = Some(flow);
-        self.tick_handshake(driver, v, now, stats);
     }
 
     fn fail(&mut self, driver: &mut Driver, v: usize, stats: &mut ViewerStats, why: String) {
@@ -471,12 +421,8 @@ impl SrtPlay {
     }
 
     fn schedule(&mut self, v: usize, at: Instant) {
-        let viewer = &mut self.viewers[v];
         // An earlier pending timer stays: when it fires the connection names its next one.
-        if viewer.wake_at.is_none_or(|w| at < w) {
-            viewer.wake_at = Some(at);
-            self.timers.push(Reverse((at, v)));
-        }
+        self.timers.schedule(&mut self.viewers[v].wake_at, v, at);
     }
 
     /// (Re)sends the handshake's current packet, or gives up.
@@ -624,91 +570,6 @@ impl SrtPlay {
         }
     }
 
-    /// A receive on some viewer's socket: one datagram, or several of `segment_size` bytes
-    /// (GRO).
-    #[allow(clippy::too_many_arguments)]
-    pub fn datagrams(
-        &mut self,
-        driver: &mut Driver,
-        sock: UdpId,
-        peer: SocketAddr,
-        buf: RecvBuf,
-        segment_size: usize,
-        now: Instant,
-        stats: &mut [ViewerStats],
-        window: (Instant, Instant),
-    ) {
-        let Some(&v) = self.by_sock.get(&sock) else {
-            driver.release(buf);
-            return;
-        };
-        let data = driver.recv_data(&buf);
-        let segment = if segment_size == 0 {
-            data.len().max(1)
-        } else {
-            segment_size
-        };
-        let viewer = &mut self.viewers[v];
-        let in_window = now >= window.0 && now <= window.1;
-        let mut packets = std::mem::take(&mut self.packets);
-        for datagram in data.chunks(segment) {
-            viewer.stats.counters.datagrams += 1;
-            viewer.stats.counters.wire_bytes += datagram.len() as u64;
-            if in_window {
-                stats[v].window_bytes += datagram.len() as u64;
-            }
-            let mut bytes = datagram;
-            match guarded(|| Packet::parse(&mut bytes, peer.is_ipv6())) {
-                Some(Ok(packet)) => packets.push(packet),
-                _ => viewer.stats.counters.bad_datagrams += 1,
-            }
-        }
-        driver.release(buf);
-        if peer != self.server {
-            packets.clear();
-        }
-        for packet in packets.drain(..) {
-            match &mut self.viewers[v].state {
-                State::Connecting(connect) => {
-                    let Some(result) = guarded(|| connect.handle_packet(Ok((packet, peer)), now))
-                    else {
-                        self.fail(driver, v, &mut stats[v], "srt-protocol panicked".into());
-                        break;
-                    };
-                    self.handshake_result(driver, v, now, result, &mut stats[v]);
-                }
-                State::Connected(_) => self.drive(
-                    driver,
-                    v,
-                    now,
-                    Input::Packet(Ok((packet, peer))),
-                    &mut stats[v],
-                ),
-                State::Done => break,
-            }
-        }
-        self.packets = packets;
-    }
-
-    /// Runs the viewers whose timers are due.
-    pub fn timers(&mut self, driver: &mut Driver, now: Instant, stats: &mut [ViewerStats]) {
-        while let Some(&Reverse((at, v))) = self.timers.peek() {
-            if at > now {
-                return;
-            }
-            self.timers.pop();
-            if self.viewers[v].wake_at != Some(at) {
-                continue; // superseded
-            }
-            self.viewers[v].wake_at = None;
-            match self.viewers[v].state {
-                State::Connecting(_) => self.tick_handshake(driver, v, now, &mut stats[v]),
-                State::Connected(_) => self.drive(driver, v, now, Input::Timer, &mut stats[v]),
-                State::Done => {}
-            }
-        }
-    }
-
     /// A flow ended. Returns whether it was one of ours.
     pub fn closed(
         &mut self,
@@ -768,10 +629,126 @@ impl SrtPlay {
     }
 }
 
+impl UdpViewers for SrtPlay {
+    /// Opens viewer `v` (the next index): a socket, a flow to the server, the first handshake
+    /// packet.
+    fn open(&mut self, driver: &mut Driver, v: usize, now: Instant, stats: &mut ViewerStats) {
+        debug_assert_eq!(v, self.viewers.len());
+        let seed = self.random.hash_one(v);
+        let connect = Connect::new(
+            self.server,
+            self.bind.ip(),
+            self.settings.copy_randomize(),
+            Some(self.stream_id.clone()),
+            SeqNumber::new_truncate(seed as u32),
+        );
+        self.viewers.push(Viewer {
+            flow: None,
+            state: State::Connecting(Box::new(connect)),
+            ts: TsCounter::default(),
+            wake_at: None,
+            started: now,
+            stats: SrtStats::default(),
+        });
+        // A port-0 bind gets a port of its own (the driver sets no `SO_REUSEPORT` for it).
+        let sock = match driver.bind_udp(self.bind) {
+            Ok(sock) => sock,
+            Err(e) => return self.fail(driver, v, stats, format!("bind: {e}")),
+        };
+        self.by_sock.insert(sock, v);
+        let flow = driver.open_flow(sock, self.server);
+        self.by_flow.insert(flow, v);
+        self.viewers[v].flow = Some(flow);
+        self.tick_handshake(driver, v, now, stats);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn datagrams(
+        &mut self,
+        driver: &mut Driver,
+        sock: UdpId,
+        peer: SocketAddr,
+        buf: RecvBuf,
+        segment_size: usize,
+        now: Instant,
+        stats: &mut [ViewerStats],
+        window: (Instant, Instant),
+    ) {
+        let Some(&v) = self.by_sock.get(&sock) else {
+            driver.release(buf);
+            return;
+        };
+        let data = driver.recv_data(&buf);
+        let segment = segment_len(data.len(), segment_size);
+        let viewer = &mut self.viewers[v];
+        let in_window = now >= window.0 && now <= window.1;
+        let mut packets = std::mem::take(&mut self.packets);
+        for datagram in data.chunks(segment) {
+            viewer.stats.counters.datagrams += 1;
+            viewer.stats.counters.wire_bytes += datagram.len() as u64;
+            if in_window {
+                stats[v].window_bytes += datagram.len() as u64;
+            }
+            let mut bytes = datagram;
+            match guarded(|| Packet::parse(&mut bytes, peer.is_ipv6())) {
+                Some(Ok(packet)) => packets.push(packet),
+                _ => viewer.stats.counters.bad_datagrams += 1,
+            }
+        }
+        driver.release(buf);
+        if peer != self.server {
+            packets.clear();
+        }
+        for packet in packets.drain(..) {
+            match &mut self.viewers[v].state {
+                State::Connecting(connect) => {
+                    let Some(result) = guarded(|| connect.handle_packet(Ok((packet, peer)), now))
+                    else {
+                        self.fail(driver, v, &mut stats[v], "srt-protocol panicked".into());
+                        break;
+                    };
+                    self.handshake_result(driver, v, now, result, &mut stats[v]);
+                }
+                State::Connected(_) => self.drive(
+                    driver,
+                    v,
+                    now,
+                    Input::Packet(Ok((packet, peer))),
+                    &mut stats[v],
+                ),
+                State::Done => break,
+            }
+        }
+        self.packets = packets;
+    }
+
+    fn timers(&mut self, driver: &mut Driver, now: Instant, stats: &mut [ViewerStats]) {
+        while let Some(v) = self
+            .timers
+            .pop_due(now, &mut self.viewers, |v| &mut v.wake_at)
+        {
+            match self.viewers[v].state {
+                State::Connecting(_) => self.tick_handshake(driver, v, now, &mut stats[v]),
+                State::Connected(_) => self.drive(driver, v, now, Input::Timer, &mut stats[v]),
+                State::Done => {}
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    fn frames(&mut self) -> &mut Vec<(usize, VideoFrame)> {
+        &mut self.frames
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::source::{Synthetic, SyntheticConfig};
+    use crate::udp::tests::{backends, play_turn};
     use sluice_proto::codec::{AnnexBWriter, AvcDecoderConfig};
     use sluice_proto::rtmp::MediaKind;
     use sluice_proto::ts::{AudioStreamType, Frame, Track, TsMuxer, VideoStreamType};
@@ -916,11 +893,7 @@ mod tests {
     /// ACKs, TSBPD release, and every frame counted with its number.
     #[test]
     fn plays_from_an_srt_listener() {
-        let mut backends = vec![sluice_ring::Backend::Epoll];
-        if sluice_ring::uring_support().is_ok() {
-            backends.push(sluice_ring::Backend::Uring);
-        }
-        for backend in backends {
+        for backend in backends() {
             let frames = synthetic_ts(45, false);
             let expected: Vec<Option<u64>> = frames.iter().map(|f| f.1).collect();
             let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -939,36 +912,17 @@ mod tests {
             play.open(&mut driver, 0, t0, &mut stats[0]);
             let mut seen = Vec::new();
             while t0.elapsed() < Duration::from_secs(3) && seen.len() < expected.len() {
-                let now = Instant::now();
-                let wake = play.next_wake().map_or(Duration::from_millis(10), |at| {
-                    at.saturating_duration_since(now)
-                });
-                driver
-                    .wait(Some(wake.min(Duration::from_millis(10))))
-                    .unwrap();
-                let now = Instant::now();
-                while let Some(event) = driver.next_event() {
-                    match event {
-                        sluice_ring::Event::Datagrams {
-                            sock,
-                            peer,
-                            buf,
-                            segment_size,
-                        } => play.datagrams(
-                            &mut driver,
-                            sock,
-                            peer,
-                            buf,
-                            segment_size,
-                            now,
-                            &mut stats,
-                            window,
-                        ),
-                        sluice_ring::Event::Received { buf, .. } => driver.release(buf),
-                        _ => {}
-                    }
-                }
-                play.timers(&mut driver, now, &mut stats);
+                play_turn(
+                    &mut driver,
+                    &mut play,
+                    &mut stats,
+                    window,
+                    |driver, _, event, _, _| {
+                        if let sluice_ring::Event::Received { buf, .. } = event {
+                            driver.release(buf);
+                        }
+                    },
+                );
                 seen.extend(play.frames.drain(..).map(|(_, f)| f.marker));
             }
             play.shut_down(&mut driver, Instant::now(), &mut stats);

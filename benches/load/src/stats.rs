@@ -90,6 +90,103 @@ pub struct ViewerStats {
     pub hls: Option<HlsStats>,
     /// SRT viewers only.
     pub srt: Option<SrtStats>,
+    /// WebRTC (WHEP) viewers only.
+    pub whep: Option<WhepStats>,
+}
+
+/// A WebRTC (WHEP) viewer's counters over the whole run.
+#[derive(Debug, Default, Clone)]
+pub struct WhepStats {
+    /// `POST` of the offer → the answer received.
+    pub signalling: Option<Duration>,
+    /// `POST` of the offer → ICE and DTLS done (str0m's `Event::Connected`).
+    pub connect: Option<Duration>,
+    pub counters: WhepCounters,
+}
+
+/// The counts a WHEP viewer keeps that the report sums over viewers (the field names are the
+/// report's JSON keys).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct WhepCounters {
+    /// UDP datagrams and their bytes (SRTP, SRTCP, STUN, DTLS).
+    pub datagrams: u64,
+    pub wire_bytes: u64,
+    /// Datagrams that were RTP (by RFC 7983 demultiplexing, before decryption).
+    pub rtp_packets: u64,
+    /// RTP packets the viewer's Rtc counted per media (its last ingress stats).
+    pub video_rtp_packets: u64,
+    pub audio_rtp_packets: u64,
+    /// Depacketized video access units and audio frames, and their bytes.
+    pub video_frames: u64,
+    pub video_bytes: u64,
+    pub keyframes: u64,
+    /// Video frames carrying the synthetic frame number: 0 means the stream had none (a file
+    /// source, or a server that rewrote the video), and then there is no latency.
+    pub marker_frames: u64,
+    pub audio_frames: u64,
+    pub audio_bytes: u64,
+    /// Video frames that did not follow the last one (RTP packets missing in between).
+    pub discontinuities: u64,
+    /// PLIs sent: while waiting for the first keyframe and after a discontinuity, at most one
+    /// per 500 ms.
+    pub keyframe_requests: u64,
+    /// NACKs the Rtc sent for video (its last ingress stats).
+    pub video_nacks_sent: u64,
+}
+
+impl WhepCounters {
+    /// Adds `other`'s counts to these. The destructuring names every field, so a new counter
+    /// does not compile until it is summed here too.
+    pub fn add(&mut self, other: &WhepCounters) {
+        let WhepCounters {
+            datagrams,
+            wire_bytes,
+            rtp_packets,
+            video_rtp_packets,
+            audio_rtp_packets,
+            video_frames,
+            video_bytes,
+            keyframes,
+            marker_frames,
+            audio_frames,
+            audio_bytes,
+            discontinuities,
+            keyframe_requests,
+            video_nacks_sent,
+        } = *other;
+        self.datagrams += datagrams;
+        self.wire_bytes += wire_bytes;
+        self.rtp_packets += rtp_packets;
+        self.video_rtp_packets += video_rtp_packets;
+        self.audio_rtp_packets += audio_rtp_packets;
+        self.video_frames += video_frames;
+        self.video_bytes += video_bytes;
+        self.keyframes += keyframes;
+        self.marker_frames += marker_frames;
+        self.audio_frames += audio_frames;
+        self.audio_bytes += audio_bytes;
+        self.discontinuities += discontinuities;
+        self.keyframe_requests += keyframe_requests;
+        self.video_nacks_sent += video_nacks_sent;
+    }
+}
+
+/// What WHEP viewers did, summed over viewers (whole run, ramp and warm-up included).
+#[derive(Debug, Default, Serialize)]
+pub struct WhepReport {
+    /// `POST` → answer, and `POST` → ICE+DTLS connected.
+    pub signalling_ms: Option<Percentiles>,
+    pub connect_ms: Option<Percentiles>,
+    /// Viewers whose ICE+DTLS completed.
+    pub connected: usize,
+    /// Viewers that got any audio frame.
+    pub viewers_with_audio: usize,
+    /// `DELETE`s sent at the end, and answered within a moment.
+    pub deletes_sent: usize,
+    pub deletes_answered: usize,
+    /// Flattened: the counters are keys of `whep` itself in the JSON report.
+    #[serde(flatten)]
+    pub counters: WhepCounters,
 }
 
 /// An SRT viewer's counters over the whole run.
@@ -385,6 +482,12 @@ pub struct Report {
     /// `srt-play` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srt: Option<SrtReport>,
+    /// `whep-play` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whep: Option<WhepReport>,
+    /// The in-process WHIP publisher (`--publish-whip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whip_publisher: Option<crate::whip::WhipCounters>,
     /// Whether this tool's UDP sends used segmentation offload (`--gso`, else the driver's
     /// default; the driver may refuse it). UDP modes, or when `--gso` was given.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -442,6 +545,10 @@ pub struct ReportInput<'a> {
     pub server: [Option<crate::procstat::Sample>; 3],
     pub own: [Option<crate::procstat::Sample>; 2],
     pub udp_gso: Option<bool>,
+    /// `whep-play`: (`DELETE`s sent, answered).
+    pub whep_deletes: (usize, usize),
+    /// `--publish-whip`: what the WHIP publisher did.
+    pub whip: Option<crate::whip::WhipCounters>,
 }
 
 pub fn report(input: ReportInput<'_>) -> Report {
@@ -459,7 +566,24 @@ pub fn report(input: ReportInput<'_>) -> Report {
     let mut realtime = Vec::new();
     let mut srt: Option<SrtReport> = None;
     let mut handshakes = Histogram::default();
+    let mut whep: Option<WhepReport> = None;
+    let mut signalling = Histogram::default();
+    let mut connects = Histogram::default();
     for viewer in input.viewers {
+        if let Some(w) = &viewer.whep {
+            let sum = whep.get_or_insert_with(WhepReport::default);
+            if let Some(d) = w.signalling {
+                signalling.record(d.as_micros() as u64);
+            }
+            if let Some(d) = w.connect {
+                connects.record(d.as_micros() as u64);
+                sum.connected += 1;
+            }
+            if w.counters.audio_frames > 0 {
+                sum.viewers_with_audio += 1;
+            }
+            sum.counters.add(&w.counters);
+        }
         if let Some(v) = &viewer.srt {
             let sum = srt.get_or_insert_with(SrtReport::default);
             if let Some(h) = v.handshake {
@@ -524,6 +648,11 @@ pub fn report(input: ReportInput<'_>) -> Report {
     if let Some(sum) = &mut srt {
         sum.handshake_ms = Percentiles::of_histogram(&handshakes, 1e-3);
     }
+    if let Some(sum) = &mut whep {
+        sum.signalling_ms = Percentiles::of_histogram(&signalling, 1e-3);
+        sum.connect_ms = Percentiles::of_histogram(&connects, 1e-3);
+        (sum.deletes_sent, sum.deletes_answered) = input.whep_deletes;
+    }
     let total = input.viewers.len();
     let gigabits = bytes as f64 * 8.0 / 1e9;
     let server_cpu_s = match (input.server[1], input.server[2]) {
@@ -575,6 +704,8 @@ pub fn report(input: ReportInput<'_>) -> Report {
         },
         hls,
         srt,
+        whep,
+        whip_publisher: input.whip,
         udp_gso: input.udp_gso,
     }
 }
@@ -610,6 +741,44 @@ impl Report {
                 }
             )
         });
+        let whep = self.whep.as_ref().map_or(String::new(), |report| {
+            let s = &report.counters;
+            format!(
+                "; whep: {} connected (p50 {} ms), {} with audio, {} discontinuities, {} PLIs, \
+                 {} NACKs{}",
+                report.connected,
+                report
+                    .connect_ms
+                    .as_ref()
+                    .map_or("-".into(), |p| format!("{:.0}", p.p50)),
+                report.viewers_with_audio,
+                s.discontinuities,
+                s.keyframe_requests,
+                s.video_nacks_sent,
+                if s.video_frames > 0 && s.marker_frames == 0 {
+                    ", no frame numbers (no latency)"
+                } else {
+                    ""
+                }
+            )
+        });
+        let whip = self.whip_publisher.as_ref().map_or(String::new(), |w| {
+            format!(
+                "; whip publisher: {} video frames ({} keyframes, {} forced by {} keyframe \
+                 requests), {} audio, {} write errors, DELETE {}",
+                w.video_frames,
+                w.keyframes,
+                w.forced_keyframes,
+                w.keyframe_requests,
+                w.audio_frames,
+                w.write_errors,
+                match (w.delete_sent, w.delete_status) {
+                    (false, _) => "not sent".to_string(),
+                    (true, None) => "unanswered".to_string(),
+                    (true, Some(status)) => status.to_string(),
+                }
+            )
+        });
         let own = self.load_cpu_fraction.map_or(String::new(), |f| {
             format!("; load tool {:.0} % of a core", f * 100.0)
         });
@@ -637,7 +806,7 @@ impl Report {
         };
         format!(
             "{} viewers: {} playing, {} failed, {} healthy ({:.1} %); {:.0} Mbit/s; {}; \
-             stalls {}; startup p50 {} ms p99 {} ms; latency p50 {} ms p99 {} ms{}{}{}",
+             stalls {}; startup p50 {} ms p99 {} ms; latency p50 {} ms p99 {} ms{}{}{}{}{}",
             self.viewers,
             self.connected,
             self.failed.values().sum::<usize>(),
@@ -651,6 +820,8 @@ impl Report {
             p(&self.latency_ms, |p| p.p50),
             p(&self.latency_ms, |p| p.p99),
             srt,
+            whep,
+            whip,
             server,
             own,
         )

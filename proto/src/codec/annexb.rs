@@ -173,6 +173,11 @@ impl AnnexBWriter {
         self.codec
     }
 
+    /// Bytes of each NAL unit's length prefix in the access units it reads.
+    pub fn nalu_length_size(&self) -> u8 {
+        self.nalu_length_size
+    }
+
     /// The parameter sets in Annex B form, as written before random access pictures.
     pub fn parameter_sets(&self) -> &[u8] {
         &self.parameter_sets

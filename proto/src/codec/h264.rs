@@ -26,6 +26,19 @@ pub fn nal_type(nal: &[u8]) -> Option<u8> {
     nal.first().map(|header| header & 0x1f)
 }
 
+/// Whether a NAL unit is a coded slice of a B picture (`slice_type` 1 or 6): what WebRTC
+/// players cannot take, so a bridge drops such frames as SRS does. `None` when the NAL unit is
+/// not a slice or its header does not parse.
+pub fn is_b_slice(nal: &[u8]) -> Option<bool> {
+    if !matches!(nal_type(nal)?, 1 | NAL_IDR) {
+        return None;
+    }
+    let mut bits = super::bits::BitReader::new_rbsp(nal.get(1..)?, "slice header");
+    let _first_mb_in_slice = bits.ue().ok()?;
+    let slice_type = bits.ue().ok()?;
+    Some(slice_type % 5 == 1)
+}
+
 /// The AVCDecoderConfigurationRecord: decoder setup for everything that follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AvcDecoderConfig {
@@ -541,6 +554,18 @@ fn sample_aspect_ratio_from_idc(idc: u8) -> Option<(u16, u16)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn b_slices_are_recognised() {
+        // nal header 0x01 (non-IDR, nal_ref_idc 0); first_mb 0 = "1", slice_type 1 (B) = "010".
+        assert_eq!(super::is_b_slice(&[0x01, 0b1010_0000]), Some(true));
+        // slice_type 0 (P) = "1".
+        assert_eq!(super::is_b_slice(&[0x41, 0b1100_0000]), Some(false));
+        // slice_type 6 (B, all slices) = "00111".
+        assert_eq!(super::is_b_slice(&[0x01, 0b1001_1100]), Some(true));
+        assert_eq!(super::is_b_slice(&[0x67, 0x42]), None);
+        assert_eq!(super::is_b_slice(&[0x01]), None);
+    }
+
     use super::*;
 
     /// The sequence header ffmpeg's FLV muxer wrote for a libx264 (`-preset veryfast`) encode of

@@ -7,6 +7,8 @@
 //! - [`h265`]: HEVCDecoderConfigurationRecord and the H.265 SPS;
 //! - [`annexb`]: length-prefixed ("AVCC") access units to Annex B start-code form, with an
 //!   access unit delimiter and the parameter sets in front of every random-access picture;
+//! - [`flv_video`]: Annex B access units to FLV video bodies (sequence headers from the
+//!   parameter sets, length-prefixed frames), for ingests of start-code video (SRT, WebRTC);
 //! - [`aac`]: AudioSpecificConfig and the 7-byte ADTS header;
 //! - [`mp3`]: the MPEG audio frame header;
 //! - [`packet`]: where the codec payload and the composition time sit in an FLV/RTMP audio or
@@ -18,6 +20,7 @@
 pub mod aac;
 pub mod annexb;
 mod bits;
+pub mod flv_video;
 pub mod h264;
 pub mod h265;
 pub mod mp3;

@@ -10,8 +10,9 @@
 //!   188 bytes later confirms (waiting for more input if need be) and counts what it skipped;
 //! - **demuxing** with [`TsDemuxer`]: the first H.264/H.265 stream and the first AAC/MPEG-audio
 //!   stream of the program are used, everything else is counted and ignored;
-//! - **video**: each PES is one access unit in Annex B form. Access unit delimiters and filler
-//!   are dropped, parameter sets are taken out and become a sequence header (emitted before the
+//! - **video**: each PES is one access unit in Annex B form, packed by
+//!   [`FlvVideoPacker`](crate::codec::flv_video::FlvVideoPacker) (shared with WebRTC ingest).
+//!   Access unit delimiters and filler are dropped, parameter sets are taken out and become a sequence header (emitted before the
 //!   frame whenever they first appear or change), the remaining NAL units become one frame with
 //!   4-byte length prefixes. H.264 uses the legacy FLV form (codec id 7), as SRS does; H.265
 //!   uses Enhanced RTMP (`hvc1` FourCC, `SequenceStart` / `CodedFrames` with a composition
@@ -54,15 +55,11 @@ use thiserror::Error;
 use super::demux::{DemuxEvent, DemuxLimits, ElementaryStreamInfo, Pes, TsDemuxer};
 use super::interleave::{Interleaver, TrackSlot};
 use super::{PACKET_SIZE, SYNC_BYTE, TIMESTAMP_MASK, TsError, stream_type};
-use crate::codec::annexb::annexb_nalus;
-use crate::codec::{
-    AdtsHeader, AvcDecoderConfig, CodecError, HevcDecoderConfig, MpegAudioHeader, h264, h265,
-};
+use crate::codec::flv_video::{FlvVideoPacker, VideoCodecKind};
+use crate::codec::{AdtsHeader, CodecError, MpegAudioHeader};
 use crate::flv::TagType;
 
-/// Most parameter sets of one kind (VPS, SPS or PPS) kept for a sequence header. Encoders send
-/// one of each; a few streams switch between two or three PPS.
-pub const MAX_PARAMETER_SETS_PER_KIND: usize = 16;
+pub use crate::codec::flv_video::MAX_PARAMETER_SETS_PER_KIND;
 
 /// Whether a message is audio or video (RTMP message type 8 or 9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,21 +338,20 @@ impl TsIngest {
     fn program(&mut self, streams: &[ElementaryStreamInfo]) {
         let video = streams
             .iter()
-            .find(|s| VideoCodecKind::from_stream_type(s.stream_type).is_some());
+            .find(|s| video_codec(s.stream_type).is_some());
         let audio = streams
             .iter()
             .find(|s| AudioCodecKind::from_stream_type(s.stream_type).is_some());
         let used = usize::from(video.is_some()) + usize::from(audio.is_some());
         self.stats.ignored_streams += (streams.len() - used) as u64;
         let same_video = |track: &VideoTrack, info: &ElementaryStreamInfo| {
-            track.pid == info.pid
-                && Some(track.codec) == VideoCodecKind::from_stream_type(info.stream_type)
+            track.pid == info.pid && Some(track.packer.codec()) == video_codec(info.stream_type)
         };
         match video {
             Some(info) if self.video.as_ref().is_some_and(|t| same_video(t, info)) => {}
             Some(info) => {
-                self.video = VideoCodecKind::from_stream_type(info.stream_type)
-                    .map(|codec| VideoTrack::new(info.pid, codec));
+                self.video =
+                    video_codec(info.stream_type).map(|codec| VideoTrack::new(info.pid, codec));
             }
             None => self.video = None,
         }
@@ -434,91 +430,23 @@ impl TsIngest {
             .wrapping_sub(dts.div_euclid(90))
             .clamp(-(1 << 23), (1 << 23) - 1) as i32;
 
-        let codec = track.codec;
-        let mut frame: Vec<&[u8]> = Vec::new();
-        // VPS, SPS, PPS found in this access unit.
-        let mut sets: [Vec<&[u8]>; 3] = Default::default();
-        let mut keyframe = false;
         let mut errors = Vec::new();
-        for nal in annexb_nalus(&pes.payload) {
-            match codec.classify(nal) {
-                NalRole::Drop => {}
-                NalRole::ParameterSet(kind) => {
-                    let list = &mut sets[kind];
-                    if list.contains(&nal) {
-                        continue;
-                    }
-                    if list.len() == MAX_PARAMETER_SETS_PER_KIND {
-                        errors.push(IngestError::Codec {
-                            pid,
-                            what: "access unit",
-                            source: CodecError::TooManyParameterSets {
-                                limit: MAX_PARAMETER_SETS_PER_KIND,
-                            },
-                        });
-                        continue;
-                    }
-                    if nal.len() > usize::from(u16::MAX) {
-                        errors.push(IngestError::Codec {
-                            pid,
-                            what: "parameter set",
-                            source: CodecError::OutOfRange {
-                                what: "parameter set length",
-                                value: nal.len() as u64,
-                            },
-                        });
-                        continue;
-                    }
-                    list.push(nal);
-                }
-                NalRole::Picture { random_access } => {
-                    keyframe |= random_access;
-                    frame.push(nal);
-                }
-                NalRole::Other => frame.push(nal),
-            }
+        let packed = track
+            .packer
+            .pack(&pes.payload, composition_time, &mut errors);
+        for (what, source) in errors {
+            self.error(IngestError::Codec { pid, what, source });
         }
-        for (kept, found) in track.sets.iter_mut().zip(&sets) {
-            if !found.is_empty() && !kept.iter().map(|b| &b[..]).eq(found.iter().copied()) {
-                *kept = found
-                    .iter()
-                    .map(|nal| Bytes::copy_from_slice(nal))
-                    .collect();
-                track.changed = true;
-            }
-        }
-        let mut header = None;
-        if track.changed && track.has_all_sets() {
-            track.changed = false;
-            match track.sequence_header() {
-                Ok(body) => {
-                    track.configured = true;
-                    header = Some(body);
-                }
-                Err(source) => errors.push(IngestError::Codec {
-                    pid,
-                    what: "parameter sets",
-                    source,
-                }),
-            }
-        }
-        let configured = track.configured;
-        for error in errors {
-            self.error(error);
-        }
-        if let Some(body) = header {
+        if let Some(body) = packed.sequence_header {
             self.push_message(FlvMessageKind::Video, dts, body);
         }
-        if frame.is_empty() {
-            return;
-        }
-        if !configured {
+        if packed.unconfigured {
             self.stats.frames_before_config += 1;
-            return;
         }
-        let body = codec.frame_body(keyframe, composition_time, &frame);
-        self.stats.video_frames += 1;
-        self.push_message(FlvMessageKind::Video, dts, body);
+        if let Some(body) = packed.frame {
+            self.stats.video_frames += 1;
+            self.push_message(FlvMessageKind::Video, dts, body);
+        }
     }
 
     fn audio_pes(&mut self, pes: &Pes) {
@@ -655,151 +583,28 @@ impl Clock {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum VideoCodecKind {
-    H264,
-    H265,
-}
-
-/// What an access unit's NAL unit is to the ingest.
-enum NalRole {
-    /// Access unit delimiter, filler, or too short to have a header.
-    Drop,
-    /// Index 0 VPS, 1 SPS, 2 PPS.
-    ParameterSet(usize),
-    /// A coded slice.
-    Picture { random_access: bool },
-    /// SEI and the rest: kept in the frame.
-    Other,
-}
-
-/// H.264 nal_unit_type of filler data.
-const H264_NAL_FILLER: u8 = 12;
-/// H.265 nal_unit_type of filler data.
-const H265_NAL_FD: u8 = 38;
-
-impl VideoCodecKind {
-    fn from_stream_type(stream_type: u8) -> Option<VideoCodecKind> {
-        match stream_type {
-            stream_type::H264 => Some(VideoCodecKind::H264),
-            stream_type::H265 => Some(VideoCodecKind::H265),
-            _ => None,
-        }
-    }
-
-    fn classify(self, nal: &[u8]) -> NalRole {
-        match self {
-            VideoCodecKind::H264 => match h264::nal_type(nal) {
-                None => NalRole::Drop,
-                Some(h264::NAL_AUD | H264_NAL_FILLER) => NalRole::Drop,
-                Some(h264::NAL_SPS) => NalRole::ParameterSet(1),
-                Some(h264::NAL_PPS) => NalRole::ParameterSet(2),
-                Some(kind @ 1..=5) => NalRole::Picture {
-                    random_access: kind == h264::NAL_IDR,
-                },
-                Some(_) => NalRole::Other,
-            },
-            VideoCodecKind::H265 => match h265::nal_type(nal) {
-                _ if nal.len() < 2 => NalRole::Drop,
-                None | Some(h265::NAL_AUD | H265_NAL_FD) => NalRole::Drop,
-                Some(h265::NAL_VPS) => NalRole::ParameterSet(0),
-                Some(h265::NAL_SPS) => NalRole::ParameterSet(1),
-                Some(h265::NAL_PPS) => NalRole::ParameterSet(2),
-                Some(kind @ 0..=31) => NalRole::Picture {
-                    random_access: h265::is_irap(kind),
-                },
-                Some(_) => NalRole::Other,
-            },
-        }
-    }
-
-    /// A coded frame body: legacy AVC for H.264, Enhanced RTMP `hvc1` for H.265.
-    fn frame_body(self, keyframe: bool, composition_time: i32, nals: &[&[u8]]) -> Bytes {
-        let frame_type: u8 = if keyframe { 1 } else { 2 };
-        let size: usize = nals.iter().map(|nal| 4 + nal.len()).sum();
-        let mut body = BytesMut::with_capacity(8 + size);
-        match self {
-            VideoCodecKind::H264 => {
-                // [FrameType:4][CodecId=7:4][AVCPacketType=1 NALU]
-                body.put_slice(&[(frame_type << 4) | 7, 1]);
-            }
-            VideoCodecKind::H265 => {
-                // [IsExHeader=1][FrameType:3][PacketType=1 CodedFrames:4][FourCC]
-                body.put_u8(0x80 | (frame_type << 4) | 1);
-                body.put_slice(b"hvc1");
-            }
-        }
-        body.put_slice(&composition_time.to_be_bytes()[1..]);
-        for nal in nals {
-            // A PES is far below 4 GiB (DemuxLimits), so the length always fits.
-            body.put_u32(nal.len() as u32);
-            body.put_slice(nal);
-        }
-        body.freeze()
+fn video_codec(stream_type: u8) -> Option<VideoCodecKind> {
+    match stream_type {
+        stream_type::H264 => Some(VideoCodecKind::H264),
+        stream_type::H265 => Some(VideoCodecKind::H265),
+        _ => None,
     }
 }
 
 #[derive(Debug)]
 struct VideoTrack {
     pid: u16,
-    codec: VideoCodecKind,
     clock: Clock,
-    /// The latest VPS (H.265 only), SPS and PPS lists.
-    sets: [Vec<Bytes>; 3],
-    /// `sets` differ from what the last sequence header carried.
-    changed: bool,
-    /// A sequence header has been emitted.
-    configured: bool,
+    packer: FlvVideoPacker,
 }
 
 impl VideoTrack {
     fn new(pid: u16, codec: VideoCodecKind) -> VideoTrack {
         VideoTrack {
             pid,
-            codec,
             clock: Clock::default(),
-            sets: Default::default(),
-            changed: false,
-            configured: false,
+            packer: FlvVideoPacker::new(codec),
         }
-    }
-
-    fn has_all_sets(&self) -> bool {
-        let needs_vps = self.codec == VideoCodecKind::H265;
-        (!needs_vps || !self.sets[0].is_empty())
-            && !self.sets[1].is_empty()
-            && !self.sets[2].is_empty()
-    }
-
-    /// The sequence header body for the current parameter sets.
-    fn sequence_header(&self) -> Result<Bytes, CodecError> {
-        fn refs(sets: &[Bytes]) -> Vec<&[u8]> {
-            sets.iter().map(|set| &set[..]).collect()
-        }
-        let mut body = Vec::new();
-        match self.codec {
-            VideoCodecKind::H264 => {
-                let config = AvcDecoderConfig::from_parameter_sets(
-                    &refs(&self.sets[1]),
-                    &refs(&self.sets[2]),
-                )?;
-                // Keyframe, AVC, AVCPacketType 0, composition time 0.
-                body.extend_from_slice(&[0x17, 0, 0, 0, 0]);
-                config.write(&mut body);
-            }
-            VideoCodecKind::H265 => {
-                let config = HevcDecoderConfig::from_parameter_sets(
-                    &refs(&self.sets[0]),
-                    &refs(&self.sets[1]),
-                    &refs(&self.sets[2]),
-                )?;
-                // Enhanced RTMP: keyframe, PacketTypeSequenceStart, `hvc1`.
-                body.push(0x80 | (1 << 4));
-                body.extend_from_slice(b"hvc1");
-                config.write(&mut body);
-            }
-        }
-        Ok(Bytes::from(body))
     }
 }
 
