@@ -454,7 +454,7 @@ async fn start(
     let port = config.rtc_listen().map_or(0, |addr| addr.port());
     let offered = candidates::resolve(&spec, eip, port)
         .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, format!("candidate: {e}")))?;
-    let answer = answer_offer(offer, role, &offered, Instant::now()).map_err(|e| {
+    let answer = answer_offer(offer, (role, rtc_config.twcc), &offered, Instant::now()).map_err(|e| {
         tracing::warn!(ip = %client_ip, stream = %request.path(), reason = %e, "rtc: offer refused");
         Refused::new(StatusCode::BAD_REQUEST, e.to_string())
     })?;

@@ -230,16 +230,31 @@ pub struct Answer {
     pub remote_ufrag: String,
 }
 
-/// Answers `offer` for `role` with a new ICE-lite session offering `candidates`.
+/// Answers `offer` for `role` with a new ICE-lite session offering `candidates`; `twcc`
+/// negotiates transport-wide congestion control feedback.
 pub fn answer_offer(
     offer: &str,
-    role: Role,
+    (role, twcc): (Role, bool),
     candidates: &[SocketAddr],
     now: Instant,
 ) -> Result<Answer, OfferError> {
     let remote_ufrag = sdp_attribute(offer, "ice-ufrag").ok_or(OfferError::NoIce)?;
     let offer = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Sdp(e.to_string()))?;
-    let mut rtc = RtcConfig::new()
+    let mut config = RtcConfig::new();
+    if !twcc {
+        // Every standard extension but transport-wide sequence numbers: peers then send no
+        // TWCC feedback, whose processing costs ~12 % of a player's CPU (BENCHMARKS.md).
+        use str0m::rtp::Extension;
+        config = config
+            .clear_extension_map()
+            .set_extension(1, Extension::AudioLevel)
+            .set_extension(2, Extension::AbsoluteSendTime)
+            .set_extension(4, Extension::RtpMid)
+            .set_extension(10, Extension::RtpStreamId)
+            .set_extension(11, Extension::RepairedRtpStreamId)
+            .set_extension(13, Extension::VideoOrientation);
+    }
+    let mut rtc = config
         .set_ice_lite(true)
         .clear_codecs()
         .enable_h264(true)
@@ -397,7 +412,7 @@ mod tests {
         str0m::crypto::from_feature_flags().install_process_default();
         let (_client, _pending, offer) = client_offer(str0m::media::Direction::RecvOnly);
         let candidates = ["127.0.0.1:8000".parse().unwrap()];
-        let answer = answer_offer(&offer, Role::Play, &candidates, Instant::now()).unwrap();
+        let answer = answer_offer(&offer, (Role::Play, true), &candidates, Instant::now()).unwrap();
         assert!(answer.sdp.contains("a=ice-lite"), "{}", answer.sdp);
         assert!(answer.sdp.contains("a=sendonly"), "{}", answer.sdp);
         let sections: Vec<&str> = answer.sdp.split("\r\nm=").skip(1).collect();
@@ -414,9 +429,13 @@ mod tests {
             sdp_attribute(&offer, "ice-ufrag")
         );
         assert!(answer.local_ufrag.len() >= 4);
+        // Transport-wide congestion control is negotiated unless turned off.
+        assert!(answer.sdp.contains("transport-wide-cc"), "{}", answer.sdp);
+        let without = answer_offer(&offer, (Role::Play, false), &candidates, Instant::now());
+        assert!(!without.unwrap().sdp.contains("transport-wide-cc"));
         // A WHEP offer cannot publish: we would have nothing to receive.
         assert!(matches!(
-            answer_offer(&offer, Role::Publish, &candidates, Instant::now()),
+            answer_offer(&offer, (Role::Publish, true), &candidates, Instant::now()),
             Err(OfferError::NoMedia("receive"))
         ));
     }
@@ -426,7 +445,8 @@ mod tests {
         str0m::crypto::from_feature_flags().install_process_default();
         let (mut client, pending, offer) = client_offer(str0m::media::Direction::SendOnly);
         let candidates = ["127.0.0.1:8000".parse().unwrap()];
-        let answer = answer_offer(&offer, Role::Publish, &candidates, Instant::now()).unwrap();
+        let answer =
+            answer_offer(&offer, (Role::Publish, true), &candidates, Instant::now()).unwrap();
         let sdp = str0m::change::SdpAnswer::from_sdp_string(&answer.sdp).unwrap();
         client.sdp_api().accept_answer(pending, sdp).unwrap();
         let now = Instant::now();
@@ -500,12 +520,12 @@ mod tests {
         let now = Instant::now();
         let candidates = ["127.0.0.1:8000".parse().unwrap()];
         assert!(matches!(
-            answer_offer("hello", Role::Play, &candidates, now),
+            answer_offer("hello", (Role::Play, true), &candidates, now),
             Err(OfferError::NoIce)
         ));
         let bad = "v=0\r\na=ice-ufrag:abcd\r\nnot sdp at all\r\n";
         assert!(matches!(
-            answer_offer(bad, Role::Play, &candidates, now),
+            answer_offer(bad, (Role::Play, true), &candidates, now),
             Err(OfferError::Sdp(_))
         ));
     }
