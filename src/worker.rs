@@ -188,6 +188,8 @@ pub struct Worker {
     srt: Option<SrtListener>,
     /// The WebRTC socket and its peers (when WebRTC is enabled).
     rtc: Option<RtcListener>,
+    /// The last WebRTC receive (one datagram, or a GRO run of them), out of the driver's buffer.
+    rtc_received: Vec<u8>,
     /// Wake-ups sessions asked for (SRT and WebRTC timers).
     timers: Timers,
     sessions: Vec<Option<Session>>,
@@ -216,6 +218,7 @@ impl Worker {
         Worker {
             srt,
             rtc: listeners.rtc.map(RtcListener::new),
+            rtc_received: Vec::new(),
             timers: Timers::new(),
             id,
             shared,
@@ -332,21 +335,21 @@ impl Worker {
                 buf,
                 segment_size,
             } if self.rtc.as_ref().is_some_and(|r| r.sock == sock) => {
-                let data = self.driver.recv_data(&buf);
+                // Copied into a reused buffer so the driver's goes back at once (a session's
+                // input borrows the worker mutably); no allocation per datagram.
+                let mut received = std::mem::take(&mut self.rtc_received);
+                received.clear();
+                received.extend_from_slice(self.driver.recv_data(&buf));
+                self.driver.release(buf);
                 let size = if segment_size == 0 {
-                    data.len().max(1)
+                    received.len().max(1)
                 } else {
                     segment_size
                 };
-                // Copied out of the driver's buffer only when it must outlive it (forwarded).
-                let datagrams: Vec<bytes::Bytes> = data
-                    .chunks(size)
-                    .map(bytes::Bytes::copy_from_slice)
-                    .collect();
-                self.driver.release(buf);
-                for datagram in datagrams {
-                    self.rtc_datagram(peer, &datagram, now);
+                for datagram in received.chunks(size) {
+                    self.rtc_datagram(peer, datagram, now);
                 }
+                self.rtc_received = received;
             }
             Event::Datagrams {
                 sock: _,
