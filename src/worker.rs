@@ -660,9 +660,16 @@ impl Worker {
                 || now >= local.last_flush + Duration::from_millis(vhost.play.mw_latency_ms);
             if due {
                 self.flush_stream(*stream_id, now);
-            } else if !local.realtime.is_empty() {
-                let realtime = local.realtime.clone();
-                for conn in realtime {
+            } else {
+                // By index, not a copy of the list per frame: a write never removes a viewer
+                // (closing ones leave at their `Closed` event).
+                let mut next = 0;
+                while let Some(conn) = self
+                    .locals
+                    .get(stream_id)
+                    .and_then(|l| l.realtime.get(next).copied())
+                {
+                    next += 1;
                     let mut session = self.take_session(conn);
                     if let Some(session) = &mut session {
                         session.write_pending(&mut self.ctx(conn, now));

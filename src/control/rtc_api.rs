@@ -129,23 +129,16 @@ pub async fn handle(plane: &ControlPlane, request: RtcRequest<'_>) -> RtcReply {
             "WebRTC is disabled (rtc_server.enabled = false)",
         );
     }
-    let method = request.method.clone();
-    match (endpoint, method) {
-        (Endpoint::Whip | Endpoint::Whep, m) if m == hyper::Method::DELETE => {
-            delete(plane, &request).await
-        }
-        (Endpoint::Whip, m) if m == hyper::Method::POST => {
-            whip_whep(plane, &request, Role::Publish).await
-        }
-        (Endpoint::Whep, m) if m == hyper::Method::POST => {
-            whip_whep(plane, &request, Role::Play).await
-        }
-        (Endpoint::SrsPublish, m) if m == hyper::Method::POST => {
-            srs_json(plane, &request, Role::Publish).await
-        }
-        (Endpoint::SrsPlay, m) if m == hyper::Method::POST => {
-            srs_json(plane, &request, Role::Play).await
-        }
+    let (post, delete_method) = (
+        *request.method == hyper::Method::POST,
+        *request.method == hyper::Method::DELETE,
+    );
+    match endpoint {
+        Endpoint::Whip | Endpoint::Whep if delete_method => delete(plane, &request).await,
+        Endpoint::Whip if post => whip_whep(plane, &request, Role::Publish).await,
+        Endpoint::Whep if post => whip_whep(plane, &request, Role::Play).await,
+        Endpoint::SrsPublish if post => srs_json(plane, &request, Role::Publish).await,
+        Endpoint::SrsPlay if post => srs_json(plane, &request, Role::Play).await,
         _ => RtcReply::text(StatusCode::METHOD_NOT_ALLOWED, "use POST (or DELETE)"),
     }
 }

@@ -249,7 +249,6 @@ impl RtcSession {
         if !matches!(self.state, State::Connecting) {
             return;
         }
-        let settings = StreamSettings::for_vhost(ctx.shared.config.vhost(&self.key.vhost).1);
         match self.role {
             Role::Publish => {
                 match Publishing::begin(ctx, &self.client, "rtc", &self.key, &self.request) {
@@ -263,6 +262,8 @@ impl RtcSession {
                 }
             }
             Role::Play => {
+                let vhost = ctx.shared.config.vhost(&self.key.vhost).1;
+                let settings = StreamSettings::for_vhost(vhost);
                 let (stream, start, cursor) = ctx.join(self.key.clone(), &settings);
                 ctx.write_at_once(&stream);
                 stream.want_opus();
@@ -514,6 +515,7 @@ impl RtcSession {
             .clone()
             .unwrap_or_else(|| reason.to_string());
         let mut counts = (0, 0, 0);
+        let mut skipped_b_frames = 0;
         let role = match std::mem::replace(&mut self.state, State::Ended) {
             State::Publishing(p, ingest) => {
                 counts = (
@@ -525,6 +527,7 @@ impl RtcSession {
             }
             State::Playing(p, out) => {
                 counts = (out.video_frames, out.audio_frames, out.keyframe_requests);
+                skipped_b_frames = out.skipped_b_frames;
                 StreamRole::Player(p)
             }
             _ => StreamRole::None,
@@ -545,6 +548,7 @@ impl RtcSession {
             video_frames = counts.0,
             audio_frames = counts.1,
             keyframe_requests = counts.2,
+            skipped_b_frames,
             duration_ms = ctx.now.saturating_duration_since(self.client.started).as_millis() as u64,
             reason = %why,
             "client left"

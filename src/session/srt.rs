@@ -174,7 +174,6 @@ impl SrtSession {
         else {
             return;
         };
-        let settings = StreamSettings::for_vhost(ctx.shared.config.vhost(&self.key.vhost).1);
         match self.stream_id.mode {
             SrtMode::Publish => {
                 match Publishing::begin(ctx, &self.client, "srt", &self.key, &self.request) {
@@ -189,6 +188,8 @@ impl SrtSession {
                 }
             }
             SrtMode::Play => {
+                let vhost = ctx.shared.config.vhost(&self.key.vhost).1;
+                let settings = StreamSettings::for_vhost(vhost);
                 let (stream, start, cursor) = ctx.join(self.key.clone(), &settings);
                 stream.want_ts();
                 tracing::info!(client = %self.client.id, peer = %self.client.peer, proto = "srt", vhost = %stream.key.vhost, stream = %self.request.path(), param = %self.request.param, published = stream.is_published(), "play started");
